@@ -1,0 +1,56 @@
+"""Entry point of the ``pneumoscope`` command.
+
+Each command group lives in its own module and imports heavy libraries inside the command functions, so that
+``pneumoscope --help`` does not import torch.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from pneumoscope import __version__
+from pneumoscope.errors import PneumoscopeError
+
+app = typer.Typer(
+    name="pneumoscope",
+    help="Detect and classify pneumonia on chest X-rays: ingest, split, train, evaluate, explain, serve.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"pneumoscope {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """Pneumoscope command line."""
+
+
+def _register() -> None:
+    from pneumoscope.cli import commands
+
+    commands.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    """Run the CLI, turning user errors into one line on stderr and exit status 2."""
+    try:
+        app()
+    except PneumoscopeError as error:
+        typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.secho("interrupted", err=True)
+        sys.exit(130)

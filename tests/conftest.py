@@ -1,0 +1,85 @@
+"""Shared fixtures: the real data root (skipping only where it is absent) and small synthetic images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pneumoscope.paths import DATA_ENV, data_root
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """Root of ../shared/data (or $PNEUMOSCOPE_DATA); tests using it skip only where it is absent."""
+    root = data_root()
+    if not (root / "chest_xray" / "train").is_dir():
+        pytest.skip(f"real data not found at {root} (set {DATA_ENV} to the folder holding chest_xray/)")
+    return root
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
+
+
+def synthetic_xray(size: int = 64, seed: int = 0, pneumonia: bool = False) -> np.ndarray:
+    """A small grayscale uint8 image that looks vaguely like a chest X-ray (two dark lung fields on a bright body).
+
+    ``pneumonia`` adds a bright opacity in one lung, so that tiny models can learn the difference in tests.
+    """
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    body = 0.75 - 0.2 * ((xx - 0.5) ** 2 + (yy - 0.5) ** 2)
+    lungs = np.exp(-(((xx - 0.32) / 0.12) ** 2 + ((yy - 0.5) / 0.25) ** 2))
+    lungs += np.exp(-(((xx - 0.68) / 0.12) ** 2 + ((yy - 0.5) / 0.25) ** 2))
+    image = body - 0.5 * lungs
+    if pneumonia:
+        cx = 0.32 if rng.random() < 0.5 else 0.68
+        image += 0.35 * np.exp(-(((xx - cx) / 0.08) ** 2 + ((yy - 0.6) / 0.1) ** 2))
+    image += rng.normal(0, 0.03, size=image.shape)
+    return (np.clip(image, 0, 1) * 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def make_xray():
+    """Factory fixture: ``make_xray(size, seed, pneumonia)`` → uint8 array (see ``synthetic_xray``)."""
+    return synthetic_xray
+
+
+def write_kermany_tree(root: Path, size: int = 64, patients_per_class: int = 10, test_patients: int = 3) -> Path:
+    """Write a small Kermany-layout tree ``root/chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}`` of synthetic JPEGs.
+
+    File names follow Kermany's scheme; some patients have two images, so that patient grouping matters.
+    """
+    from PIL import Image
+
+    base = root / "chest_xray"
+    seed = 0
+
+    def save(split: str, folder: str, name: str, pneumonia: bool) -> None:
+        nonlocal seed
+        seed += 1
+        out = base / split / folder
+        out.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(synthetic_xray(size, seed, pneumonia)).save(out / name, quality=95)
+
+    for split, count, offset in (("train", patients_per_class, 0), ("test", test_patients, 500)):
+        for i in range(count):
+            n = offset + i
+            images = 2 if i % 3 == 0 else 1
+            for k in range(images):
+                save(split, "NORMAL", f"IM-{n:04d}-{k + 1:04d}.jpeg", False)
+                save(split, "PNEUMONIA", f"person{n}_bacteria_{2 * n + k}.jpeg", True)
+                save(split, "PNEUMONIA", f"person{1000 + n}_virus_{3 * n + k}.jpeg", True)
+    for i in range(2):
+        save("val", "NORMAL", f"NORMAL2-IM-{900 + i:04d}-0001.jpeg", False)
+        save("val", "PNEUMONIA", f"person{900 + i}_bacteria_{i}.jpeg", True)
+    return base
+
+
+@pytest.fixture(scope="session")
+def tiny_kermany(tmp_path_factory) -> Path:
+    """A small synthetic Kermany-layout data set (64 px JPEGs), shared by the whole test session (read-only)."""
+    return write_kermany_tree(tmp_path_factory.mktemp("tiny_kermany"))
