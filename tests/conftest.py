@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
-import numpy as np
-import pytest
+# Tests use tiny tensors: one thread per process avoids oversubscribing CI's 2 shared cores (measured ~10x faster).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from pneumoscope.paths import DATA_ENV, data_root
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from pneumoscope.paths import DATA_ENV, data_root  # noqa: E402
+from xray_images import synthetic_xray  # noqa: E402
+
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
@@ -22,24 +31,6 @@ def real_data() -> Path:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
-
-
-def synthetic_xray(size: int = 64, seed: int = 0, pneumonia: bool = False) -> np.ndarray:
-    """A small grayscale uint8 image that looks vaguely like a chest X-ray (two dark lung fields on a bright body).
-
-    ``pneumonia`` adds a bright opacity in one lung, so that tiny models can learn the difference in tests.
-    """
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size] / size
-    body = 0.75 - 0.2 * ((xx - 0.5) ** 2 + (yy - 0.5) ** 2)
-    lungs = np.exp(-(((xx - 0.32) / 0.12) ** 2 + ((yy - 0.5) / 0.25) ** 2))
-    lungs += np.exp(-(((xx - 0.68) / 0.12) ** 2 + ((yy - 0.5) / 0.25) ** 2))
-    image = body - 0.5 * lungs
-    if pneumonia:
-        cx = 0.32 if rng.random() < 0.5 else 0.68
-        image += 0.35 * np.exp(-(((xx - cx) / 0.08) ** 2 + ((yy - 0.6) / 0.1) ** 2))
-    image += rng.normal(0, 0.03, size=image.shape)
-    return (np.clip(image, 0, 1) * 255).astype(np.uint8)
 
 
 @pytest.fixture(scope="session")
