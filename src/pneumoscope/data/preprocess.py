@@ -1,0 +1,83 @@
+"""The one preprocessing step shared by the cache, training, evaluation and prediction.
+
+A grey image of any size is squashed to ``size x size`` (the public 224 px Kermany copies were squashed the same
+way, without keeping the aspect ratio), antialiased when shrinking, quantised to uint8 and optionally contrast
+equalised with CLAHE. Training and prediction must call this same function so that their inputs match.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from pneumoscope.errors import ConfigError, DataError
+
+# Bump when the output of ``preprocess`` changes for the same input: it is part of the cache key.
+PREPROCESS_VERSION = 1
+
+CLAHE_CLIP_LIMIT = 2.0
+CLAHE_TILE_GRID = (8, 8)
+MIN_SIZE = 8
+
+
+def preprocess(gray: np.ndarray, size: int, clahe: bool = False) -> np.ndarray:
+    """Resize a grey image (float in [0, 1] or uint8) to uint8 ``(size, size)``; CLAHE on the result if asked."""
+    size = _check_size(size)
+    image = _as_unit_float(gray)
+    resized = resize_square(image, size)
+    out = np.clip(np.rint(resized * 255.0), 0, 255).astype(np.uint8)
+    if clahe:
+        out = apply_clahe(out)
+    return out
+
+
+def preprocess_settings(size: int, clahe: bool) -> dict[str, object]:
+    """The settings that determine ``preprocess``'s output (used in cache keys and saved with models)."""
+    return {"size": int(size), "clahe": bool(clahe), "clahe_clip_limit": CLAHE_CLIP_LIMIT,
+            "clahe_tile_grid": list(CLAHE_TILE_GRID), "version": PREPROCESS_VERSION}
+
+
+def resize_square(image: np.ndarray, size: int) -> np.ndarray:
+    """Squash float32 ``image`` to ``(size, size)``, one axis at a time: area averaging (antialiased) where an axis
+    shrinks, bilinear interpolation where it grows."""
+    height, width = image.shape
+    if width != size:
+        image = cv2.resize(image, (size, height), interpolation=_interpolation(width, size))
+    if height != size:
+        image = cv2.resize(image, (size, size), interpolation=_interpolation(height, size))
+    return image
+
+
+def apply_clahe(image: np.ndarray) -> np.ndarray:
+    """Contrast-limited adaptive histogram equalisation of a uint8 image (OpenCV)."""
+    return cv2.createCLAHE(clipLimit=CLAHE_CLIP_LIMIT, tileGridSize=CLAHE_TILE_GRID).apply(image)
+
+
+def _interpolation(source: int, target: int) -> int:
+    return cv2.INTER_AREA if target < source else cv2.INTER_LINEAR
+
+
+def _check_size(size: int) -> int:
+    if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < MIN_SIZE:
+        raise ConfigError(f"invalid image size {size!r}.", fix=f"use an integer of at least {MIN_SIZE} (e.g. 224).")
+    return int(size)
+
+
+def _as_unit_float(gray: np.ndarray) -> np.ndarray:
+    array = np.asarray(gray)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim != 2 or min(array.shape) == 0:
+        raise DataError(f"preprocess expects a 2-D grey image, got an array of shape {array.shape}.",
+                        fix="pass the output of pneumoscope.data.imaging.load_image.")
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / 255.0
+    if array.dtype == np.uint16:
+        return array.astype(np.float32) / 65535.0
+    if not np.issubdtype(array.dtype, np.floating):
+        raise DataError(f"preprocess expects float values in [0, 1] or uint8, got {array.dtype}.",
+                        fix="pass the output of pneumoscope.data.imaging.load_image.")
+    array = array.astype(np.float32, copy=False)
+    if not np.all(np.isfinite(array)):
+        raise DataError("image holds NaN or infinite values.", fix="pass the output of load_image.")
+    return np.clip(array, 0.0, 1.0)

@@ -1,0 +1,85 @@
+"""``pneumoscope data inspect`` and ``data split`` end to end, and bad input as one-line errors with exit status 2."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+
+import pandas as pd
+import pytest
+
+from pneumoscope.cli.main import main
+
+
+def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["pneumoscope", *args])
+    monkeypatch.setenv("COLUMNS", "200")
+    try:
+        main()
+        code = 0
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else 1
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_inspect_prints_counts_and_writes_files(monkeypatch, capsys, tiny_kermany, tmp_path):
+    code, out, _ = run_cli(monkeypatch, capsys, "data", "inspect", str(tiny_kermany), "--out", str(tmp_path / "o"))
+    assert code == 0
+    assert "kermany" in out and "problems: none" in out
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    train = next(r for r in summary["counts"] if r["split"] == "train")
+    manifest = pd.read_csv(tmp_path / "o" / "manifest.csv")
+    assert train["normal"] == int(((manifest["official_split"] == "train") & (manifest["fine_label"] == "normal"))
+                                  .sum())
+    assert (tmp_path / "o" / "manifest.parquet").is_file() and (tmp_path / "o" / "problems.csv").is_file()
+
+
+def test_inspect_lists_unreadable_files(monkeypatch, capsys, tiny_kermany, tmp_path):
+    root = tmp_path / "chest_xray"
+    shutil.copytree(tiny_kermany, root)
+    (root / "train" / "NORMAL" / "IM-0999-0001.jpeg").write_bytes(b"")
+    (root / "train" / "PNEUMONIA" / "person999_virus_1.jpeg").write_text("not an image")
+    code, out, _ = run_cli(monkeypatch, capsys, "data", "inspect", str(root), "--out", str(tmp_path / "o"))
+    assert code == 0
+    assert "2 unreadable file(s) skipped" in out
+    assert "IM-0999-0001.jpeg" in out and "person999_virus_1.jpeg" in out
+    problems = pd.read_csv(tmp_path / "o" / "problems.csv")
+    assert sorted(problems["problem"].str.split(r"[:(]").str[0].str.strip()) == ["empty file", "not an image"]
+
+
+def test_split_writes_manifest_and_prints_table(monkeypatch, capsys, tiny_kermany, tmp_path):
+    out_dir = tmp_path / "split"
+    args = ("data", "split", str(tiny_kermany), "--task", "3class", "--val-fraction", "0.3", "--folds", "2",
+            "--seed", "5", "--out", str(out_dir))
+    code, out, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 0, err
+    assert "leakage check passed" in err
+    manifest = pd.read_csv(out_dir / "manifest.csv", keep_default_na=False)
+    assert set(manifest["split"]) == {"train", "val", "test"}
+    assert set(manifest["fold"]) == {-1, 0, 1}
+    for split in ("train", "val", "test"):
+        assert f"{split} " in out or f"│ {split}" in out
+    first = manifest[["path", "split", "fold"]]
+    code, _, _ = run_cli(monkeypatch, capsys, *args)
+    again = pd.read_csv(out_dir / "manifest.csv", keep_default_na=False)[["path", "split", "fold"]]
+    pd.testing.assert_frame_equal(first, again)
+    assert (out_dir / "manifest.parquet").is_file() and (out_dir / "folds.csv").is_file()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["data", "inspect", "{tmp}/missing"], "data set not found"),
+    (["data", "split", "{kermany}", "--task", "7class", "--out", "{tmp}/o"], "unknown task '7class'"),
+    (["data", "split", "{kermany}", "--val-fraction", "1.5", "--out", "{tmp}/o"], "val_fraction"),
+    (["data", "split", "{kermany}", "--folds", "500", "--out", "{tmp}/o"], "500 folds need"),
+    (["data", "inspect", "{tmp}/bad.csv"], "lacks column(s) label"),
+])
+def test_bad_input_is_one_line_exit_2(monkeypatch, capsys, tiny_kermany, tmp_path, args, message):
+    (tmp_path / "bad.csv").write_text("path\na.png\n")
+    args = [a.format(tmp=tmp_path, kermany=tiny_kermany) for a in args]
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0]
+    assert "Traceback" not in err
