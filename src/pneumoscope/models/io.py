@@ -1,0 +1,151 @@
+"""Saving and loading a trained ``Classifier``: ``model.safetensors`` + ``model.json``, written atomically, no pickle."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pneumoscope.errors import ModelError
+from pneumoscope.models.classifier import Classifier
+
+WEIGHTS_FILE = "model.safetensors"
+META_FILE = "model.json"
+META_KEYS = ("architecture", "model_kwargs", "task", "classes", "image_size", "preprocessing", "threshold",
+             "threshold_method", "temperature", "val_metrics", "pneumoscope_version")
+
+
+def save_classifier(model: Classifier, meta: dict[str, Any], out_dir: str | Path, *, half: bool = False) -> Path:
+    """Write ``out_dir/model.safetensors`` and ``out_dir/model.json`` (each atomically); returns ``out_dir``.
+
+    ``architecture`` and ``model_kwargs`` are taken from the model itself (they must rebuild it); ``half=True``
+    stores floating-point tensors as float16 (loading returns float32).
+    """
+    from safetensors.torch import save_file
+
+    from pneumoscope import __version__
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {**meta, "architecture": model.spec.name, "model_kwargs": dict(model.model_kwargs)}
+    meta.setdefault("pneumoscope_version", __version__)
+    meta.setdefault("normalisation", {"name": model.spec.normalisation, "mean": list(model.spec.mean),
+                                      "std": list(model.spec.std), "standardize": model.adapter.standardize})
+    text = json.dumps(meta, indent=2, sort_keys=False, default=_json_default) + "\n"
+    tensors = {k: _storable(v, half) for k, v in model.state_dict().items()}
+    with _atomic_path(out / WEIGHTS_FILE) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt", "architecture": model.spec.name})
+    with _atomic_path(out / META_FILE) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return out
+
+
+def load_classifier(path: str | Path) -> tuple[Classifier, dict[str, Any]]:
+    """Read a classifier from a run folder or its ``model.safetensors`` (``model.json`` beside it); float32, eval."""
+    from pneumoscope.models.registry import create_model
+
+    weights, meta_path = _files(Path(path))
+    meta = read_meta(meta_path)
+    try:
+        model = create_model(meta["architecture"], **meta["model_kwargs"])
+    except ModelError as error:
+        raise ModelError(f"model.json does not describe a buildable model ({error.message})", path=meta_path,
+                         fix="re-create it with `pneumoscope train`.") from None
+    state = _read_weights(weights)
+    _check_state(model, state, weights)
+    model.load_state_dict(state, strict=True)
+    return model.float().eval(), meta
+
+
+def read_meta(meta_path: Path) -> dict[str, Any]:
+    """The parsed ``model.json`` (must name ``architecture`` and ``model_kwargs``)."""
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ModelError(f"cannot read the model metadata ({error}).", path=meta_path,
+                         fix="re-create it with `pneumoscope train`.") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("architecture"), str) or not isinstance(
+            meta.get("model_kwargs"), dict):
+        raise ModelError("model.json lacks 'architecture' / 'model_kwargs'.", path=meta_path,
+                         fix="re-create it with `pneumoscope train`.")
+    return meta
+
+
+def _files(path: Path) -> tuple[Path, Path]:
+    if path.is_dir():
+        weights, meta = path / WEIGHTS_FILE, path / META_FILE
+    elif path.suffix == ".safetensors":
+        weights, meta = path, path.with_name(META_FILE)
+    else:
+        raise ModelError("not a model folder or .safetensors file.", path=path,
+                         fix="pass the run folder written by `pneumoscope train` or its model.safetensors.")
+    for needed in (weights, meta):
+        if not needed.is_file():
+            raise ModelError(f"no {needed.name} here.", path=needed.parent,
+                             fix="pass the run folder written by `pneumoscope train` (model.safetensors + model.json).")
+    return weights, meta
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path), device="cpu")
+    except Exception as error:  # noqa: BLE001 - truncated or foreign file
+        raise ModelError(f"cannot read the weights ({type(error).__name__}: {error}).", path=path,
+                         fix="re-create the model with `pneumoscope train`.") from None
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def _check_state(model: Classifier, state: dict[str, torch.Tensor], path: Path) -> None:
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or shapes:
+        detail = "; ".join(f"{label}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+                           for label, keys in (("missing", missing), ("unexpected", unexpected),
+                                               ("wrong shape", shapes)) if keys)
+        raise ModelError(f"the weights do not match model.json ({detail}).", path=path,
+                         fix="keep model.safetensors and model.json of the same run together.")
+
+
+def _storable(tensor: torch.Tensor, half: bool) -> torch.Tensor:
+    tensor = tensor.detach().to("cpu")
+    if half and tensor.is_floating_point():
+        tensor = tensor.to(torch.float16)
+    return tensor.contiguous().clone()  # clone: safetensors refuses tensors that share memory
+
+
+class _atomic_path:
+    """Context manager: a temporary path beside ``dest`` that replaces ``dest`` on success."""
+
+    def __init__(self, dest: Path):
+        self.dest = dest
+
+    def __enter__(self) -> Path:
+        fd, name = tempfile.mkstemp(prefix=f".{self.dest.name}.", suffix=".tmp", dir=self.dest.parent)
+        os.close(fd)
+        self.tmp = Path(name)
+        os.chmod(self.tmp, 0o644)  # mkstemp makes it private; a model file is as readable as any other output
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            with open(self.tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(self.tmp, self.dest)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()  # numpy / torch scalars
+    if isinstance(value, Path | tuple | set):
+        return str(value) if isinstance(value, Path) else list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
