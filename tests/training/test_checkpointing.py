@@ -1,0 +1,67 @@
+"""Atomic writes and safe checkpoint loading."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import pytest
+import torch
+
+from pneumoscope.errors import ConfigError
+from pneumoscope.training.checkpointing import AtomicCheckpointIO, atomic_write, atomic_write_text
+
+
+def test_atomic_write_replaces_whole_file(tmp_path):
+    path = tmp_path / "a.txt"
+    atomic_write_text(path, "old")
+    atomic_write_text(path, "new")
+    assert path.read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_failed_write_keeps_old_file_and_leaves_no_temp(tmp_path):
+    path = tmp_path / "a.txt"
+    atomic_write_text(path, "complete")
+
+    def broken(handle):
+        handle.write(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        atomic_write(path, broken)
+    assert path.read_text() == "complete"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_checkpoint_round_trip(tmp_path):
+    io = AtomicCheckpointIO()
+    state = {"state_dict": {"w": torch.arange(4.0)}, "epoch": 3, "loops": {"x": [1, 2]}, "name": "run"}
+    io.save_checkpoint(state, tmp_path / "last.ckpt")
+    loaded = io.load_checkpoint(tmp_path / "last.ckpt")
+    assert torch.equal(loaded["state_dict"]["w"], state["state_dict"]["w"]) and loaded["epoch"] == 3
+    io.remove_checkpoint(tmp_path / "last.ckpt")
+    assert not (tmp_path / "last.ckpt").exists()
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+def test_loading_never_runs_pickled_code(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "evil.ckpt"
+    with open(path, "wb") as handle:
+        torch.save({"x": _Payload()}, handle, pickle_module=pickle)
+    with pytest.raises(ConfigError, match="cannot be read safely"):
+        AtomicCheckpointIO().load_checkpoint(path)
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_truncated_checkpoint_is_a_clear_error(tmp_path):
+    path = tmp_path / "torn.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"w": torch.ones(1000)}, path)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ConfigError, match="torn.ckpt"):
+        AtomicCheckpointIO().load_checkpoint(path)
