@@ -1,0 +1,1 @@
+"""The report: matplotlib plots (``plots``) and the self-contained HTML report (``html``)."""
