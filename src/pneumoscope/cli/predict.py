@@ -1,0 +1,259 @@
+"""``pneumoscope predict``, ``pneumoscope explain`` and ``pneumoscope export``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from pneumoscope.inference.predictor import Predictor
+
+PREDICT_HELP = """Classify chest X-rays: image files, DICOM files (also without extension) and folders (recursive).
+
+MODEL is a run folder, a model.safetensors, an .onnx file or a bundled model name (default: the default bundled model).
+
+Rows are written to --out (.csv, .jsonl, or .json = one array) as they are computed, one per file, with columns:
+
+  path: the input file.
+  label: predicted class (binary models: pneumonia when p_pneumonia >= threshold).
+  p_<class>: probability of each class (temperature-scaled, sums to 1; the mean over the views with --tta).
+  p_std_<class>: spread of that probability over the --tta views (only with --tta).
+  threshold: operating threshold on p_pneumonia (binary models; empty otherwise).
+  ood: true when the input does not look like a frontal chest X-ray (do not trust its label).
+  ood_score: 0 for a typical X-ray, 1 or more when flagged.
+  ood_reason: why it was flagged.
+  error: why the file could not be read (the other columns are then empty).
+"""
+
+
+def split_model_and_inputs(args: list[str]) -> tuple[str, list[str]]:
+    """The model reference and the inputs: the first argument is the model if it names one, else the default."""
+    from pneumoscope.inference import bundled
+
+    first = args[0]
+    path = Path(first).expanduser()
+    is_model = (
+        (path.is_dir() and (path / bundled.META_FILE).is_file() and (path / bundled.WEIGHTS_FILE).is_file())
+        or (path.is_file() and path.suffix.lower() in (".onnx", ".safetensors"))
+        or (not path.exists() and bundled.is_bundled_name(first))
+    )
+    # A missing first argument that cannot be a file (no suffix) among several is a mistyped model name.
+    looks_like_name = not path.exists() and len(args) > 1 and not path.suffix and "/" not in first
+    if is_model or looks_like_name:
+        return first, args[1:]
+    return bundled.default_model_name(), args
+
+
+class ResultWriter:
+    """Writes prediction rows to CSV, JSON Lines or a JSON array as they come (flushed after every batch)."""
+
+    def __init__(self, out: Path, classes: tuple[str, ...], with_std: bool):
+        from pneumoscope.errors import ConfigError
+
+        self.format = {".csv": "csv", ".jsonl": "jsonl", ".json": "json"}.get(out.suffix.lower())
+        if self.format is None:
+            raise ConfigError("unsupported results format.", path=out, fix="use a .csv, .jsonl or .json file name.")
+        self.classes = classes
+        self.columns = ["path", "label", *[f"p_{c}" for c in classes]]
+        if with_std:
+            self.columns += [f"p_std_{c}" for c in classes]
+        self.columns += ["threshold", "ood", "ood_score", "ood_reason", "error"]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        self.handle = open(out, "w", newline="", encoding="utf-8")  # noqa: SIM115 - closed by close()
+        self.count = 0
+        if self.format == "csv":
+            import csv
+
+            self.csv = csv.DictWriter(self.handle, fieldnames=self.columns)
+            self.csv.writeheader()
+        elif self.format == "json":
+            self.handle.write("[")
+
+    def flat(self, row: dict[str, Any]) -> dict[str, Any]:
+        """One output row from a ``Predictor.predict_files`` dict."""
+        flat: dict[str, Any] = dict.fromkeys(self.columns)
+        flat.update(path=row["path"], error=row.get("error") or None)
+        if "label" in row:
+            flat.update(label=row["label"], threshold=row["threshold"], ood=row["ood"], ood_score=row["ood_score"])
+            flat["ood_reason"] = "; ".join(row.get("ood_reasons", [])) or None
+            for c in self.classes:
+                flat[f"p_{c}"] = round(row["probabilities"][c], 6)
+                if "p_std" in row and f"p_std_{c}" in flat:
+                    flat[f"p_std_{c}"] = round(row["p_std"][c], 6)
+        return flat
+
+    def write(self, row: dict[str, Any]) -> None:
+        import json
+
+        flat = self.flat(row)
+        if self.format == "csv":
+            self.csv.writerow({k: "" if v is None else v for k, v in flat.items()})
+        else:
+            text = json.dumps(flat)
+            if self.format == "json":
+                text = ("\n" if self.count == 0 else ",\n") + text
+            else:
+                text += "\n"
+            self.handle.write(text)
+        self.count += 1
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+    def close(self) -> None:
+        if self.format == "json":
+            self.handle.write("\n]\n")
+        self.handle.close()
+
+
+def run_predict(
+    predictor: Predictor, inputs: list[str], out: Path, batch_size: int, tta: int, workers: int,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Predict on every file of ``inputs``, streaming rows into ``out``; returns counts."""
+    from collections import Counter
+
+    from pneumoscope.cli.common import progress_bar
+    from pneumoscope.errors import DataError
+    from pneumoscope.inference.sources import count_image_files, iter_image_files
+
+    total = count_image_files(inputs)
+    if total == 0:
+        raise DataError(f"no image files found in {', '.join(inputs)}.",
+                        fix="pass image files (JPEG, PNG, DICOM...) or folders that contain them.")
+    writer = ResultWriter(out, predictor.classes, with_std=tta > 0)
+    labels: Counter[str] = Counter()
+    errors = flagged = 0
+    try:
+        with progress_bar() as bar:
+            task = bar.add_task("predict", total=total, visible=progress)
+            for row in predictor.predict_files(iter_image_files(inputs), batch_size=batch_size, tta=tta,
+                                               workers=workers):
+                writer.write(row)
+                if row.get("error"):
+                    errors += 1
+                else:
+                    labels[row["label"]] += 1
+                    flagged += bool(row["ood"])
+                bar.advance(task)
+                if writer.count % batch_size == 0:
+                    writer.flush()
+    finally:
+        writer.close()
+    return {"images": writer.count, "errors": errors, "ood": flagged, "labels": dict(labels)}
+
+
+def predict(
+    args: list[str] = typer.Argument(..., metavar="[MODEL] INPUT...", help="Optional model, then files/folders."),
+    out: Path = typer.Option(Path("predictions.csv"), "--out", "-o", help="Results file: .csv, .jsonl or .json."),
+    batch_size: int = typer.Option(32, "--batch-size", "-b", min=1, help="Images per forward pass."),
+    tta: int = typer.Option(0, "--tta", min=0, help="Test-time views to average (0 = off, up to 10)."),
+    task: str | None = typer.Option(None, "--task", help="Refuse a model trained for another task."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    workers: int = typer.Option(2, "--workers", min=1, help="Threads decoding images ahead of the model."),
+    backend: str = typer.Option("auto", "--backend",
+                                help="auto (onnxruntime when a model.onnx exported from the weights is beside them), "
+                                     "pytorch or onnx."),
+) -> None:
+    from pneumoscope.cli.common import console
+    from pneumoscope.errors import DataError
+    from pneumoscope.inference.predictor import Predictor
+    from pneumoscope.inference.tta import check_views
+
+    check_views(tta)
+    model_ref, inputs = split_model_and_inputs(args)
+    if not inputs:
+        raise DataError("no input given after the model.", fix="pass image files, DICOM files or folders.")
+    predictor = Predictor.load(model_ref, device=device, task=task, backend=backend)
+    console.print(f"model {predictor.model_id} ({predictor.backend}), classes {', '.join(predictor.classes)}")
+    counts = run_predict(predictor, inputs, out, batch_size, tta, workers)
+    predicted = counts["images"] - counts["errors"]
+    if predicted == 0:
+        raise DataError(f"none of the {counts['images']} files could be read; see the error column.", path=out)
+    summary = ", ".join(f"{k} {v}" for k, v in sorted(counts["labels"].items()))
+    console.print(f"{counts['images']} files: {summary}; {counts['ood']} flagged as not a chest X-ray; "
+                  f"{counts['errors']} unreadable → {out}")
+    if counts["errors"]:
+        console.print(f"[yellow]{counts['errors']} file(s) could not be read: see the error column of {out}")
+
+
+def explain(
+    args: list[str] = typer.Argument(..., metavar="[MODEL] IMAGE...", help="Optional model, then image files."),
+    method: str = typer.Option("gradcam", "--method", help="gradcam or gradcam++."),
+    target_class: str | None = typer.Option(None, "--class", help="Class to explain (default: the predicted one)."),
+    out: Path = typer.Option(Path("explanations"), "--out", "-o", help="Folder for the PNGs and explanations.json."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+) -> None:
+    """Grad-CAM / Grad-CAM++ heatmaps: <image>_<method>_<class>_overlay.png and _heatmap.png per image."""
+    import json
+
+    from pneumoscope.cli.common import console, track
+    from pneumoscope.errors import DataError, PneumoscopeError
+    from pneumoscope.inference.explain import METHODS, save_explanation
+    from pneumoscope.inference.predictor import Predictor
+    from pneumoscope.inference.sources import iter_image_files, load_input
+
+    if method not in METHODS:
+        from pneumoscope.errors import ConfigError
+
+        raise ConfigError(f"unknown method {method!r}.", fix=f"use one of: {', '.join(METHODS)}.")
+    model_ref, inputs = split_model_and_inputs(args)
+    if not inputs:
+        raise DataError("no image given after the model.", fix="pass one or more image files.")
+    predictor = Predictor.load(model_ref, device=device)
+    summary, failures = [], 0
+    files = list(iter_image_files(inputs))
+    for path in track(files, "explain"):
+        try:
+            loaded = load_input(path)
+            result = predictor.explain_array(loaded, method=method, target_class=target_class)
+        except PneumoscopeError as error:
+            if target_class is not None and "unknown class" in str(error):
+                raise
+            failures += 1
+            summary.append({"path": str(path), "error": str(error)})
+            continue
+        written = save_explanation(result, out, path.stem)
+        summary.append({"path": str(path), "label": result["label"], "target_class": result["target_class"],
+                        "probabilities": result["probabilities"], "ood": result["ood"],
+                        **{k: str(v) for k, v in written.items()}})
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "explanations.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    console.print(f"{len(files) - failures} heatmap(s) → {out}" + (f"; {failures} unreadable" if failures else ""))
+    if failures == len(files):
+        raise DataError("no image could be explained; see explanations.json.", path=out)
+
+
+def export(
+    model: str = typer.Argument(..., metavar="RUN_DIR", help="Run folder, model.safetensors or bundled model name."),
+    format: str = typer.Option("onnx", "--format", help="Export format (onnx)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Output file (default: RUN_DIR/model.onnx)."),
+    opset: int = typer.Option(17, "--opset", help="ONNX opset version."),
+    ood_images: list[Path] | None = typer.Option(
+        None, "--ood-images", help="Training X-rays (files or folders; repeatable): first fit the OOD feature "
+                                   "check on them and store it beside the model and in the export."),
+) -> None:
+    """Export a trained model to ONNX (dynamic batch, metadata inside, checked, parity-tested against PyTorch)."""
+    from pneumoscope.cli.common import console
+    from pneumoscope.errors import ConfigError
+    from pneumoscope.inference.export import FORMATS, calibrate_feature_guard, export_onnx
+
+    if format not in FORMATS:
+        raise ConfigError(f"unsupported export format {format!r}.", fix=f"use one of: {', '.join(FORMATS)}.")
+    if ood_images:
+        console.print(f"OOD feature reference → {calibrate_feature_guard(model, list(ood_images))}")
+    if out is None:
+        source = Path(model)
+        out = (source if source.is_dir() else Path.cwd()) / "model.onnx"
+    result = export_onnx(model, out, opset=opset)
+    console.print(f"exported {result.path} ({result.size_bytes / 1e6:.1f} MB, outputs {', '.join(result.outputs)}); "
+                  f"max |p_onnx - p_torch| = {result.max_abs_prob_diff:.1e}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``predict``, ``explain`` and ``export``."""
+    app.command("predict", help=PREDICT_HELP)(predict)
+    app.command("explain")(explain)
+    app.command("export")(export)

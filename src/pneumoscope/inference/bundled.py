@@ -1,0 +1,202 @@
+"""Models shipped with the package: ``pneumoscope/bundled/<name>/{model.safetensors, model.json, MODEL_CARD.md}``.
+
+``$PNEUMOSCOPE_BUNDLED_DIR`` (one folder, or several separated by ``os.pathsep``) is searched before the package's
+own folder, so that a team can add its own named models without reinstalling. ``$PNEUMOSCOPE_DEFAULT_MODEL``
+changes which name ``pneumoscope predict IMAGE`` uses when no model is given.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pneumoscope.errors import ModelError
+
+BUNDLED_DIR_ENV = "PNEUMOSCOPE_BUNDLED_DIR"
+DEFAULT_MODEL_ENV = "PNEUMOSCOPE_DEFAULT_MODEL"
+DEFAULT_MODEL = "kermany-binary"
+WEIGHTS_FILE = "model.safetensors"
+META_FILE = "model.json"
+CARD_FILE = "MODEL_CARD.md"
+
+
+@dataclass(frozen=True)
+class BundledModel:
+    """One bundled model folder."""
+
+    name: str
+    path: Path
+
+    @property
+    def card_text(self) -> str | None:
+        """The model card (Markdown), or None where the folder has none."""
+        card = self.path / CARD_FILE
+        return card.read_text(encoding="utf-8") if card.is_file() else None
+
+
+def package_bundled_dir() -> Path:
+    """The package's own folder of bundled models."""
+    return Path(__file__).resolve().parents[1] / "bundled"
+
+
+def bundled_dirs() -> list[Path]:
+    """Folders searched for bundled models, in priority order."""
+    extra = [Path(p).expanduser() for p in os.environ.get(BUNDLED_DIR_ENV, "").split(os.pathsep) if p]
+    return [*extra, package_bundled_dir()]
+
+
+def default_model_name() -> str:
+    """Name of the model used when none is given (``$PNEUMOSCOPE_DEFAULT_MODEL`` or ``kermany-binary``)."""
+    return os.environ.get(DEFAULT_MODEL_ENV) or DEFAULT_MODEL
+
+
+def _is_model_folder(path: Path) -> bool:
+    return (path / WEIGHTS_FILE).is_file() and (path / META_FILE).is_file()
+
+
+def list_bundled() -> list[BundledModel]:
+    """All bundled models found, first occurrence of each name winning."""
+    found: dict[str, BundledModel] = {}
+    for root in bundled_dirs():
+        if not root.is_dir():
+            continue
+        for child in sorted(root.iterdir()):
+            if child.name not in found and child.is_dir() and _is_model_folder(child):
+                found[child.name] = BundledModel(child.name, child)
+    return list(found.values())
+
+
+def is_bundled_name(name: str) -> bool:
+    """Whether ``name`` is the name of an installed bundled model."""
+    return find_bundled(name) is not None
+
+
+def find_bundled(name: str) -> BundledModel | None:
+    """The bundled model called ``name``, or None."""
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        return None
+    for root in bundled_dirs():
+        folder = root / name
+        if _is_model_folder(folder):
+            return BundledModel(name, folder)
+    return None
+
+
+def get_bundled(name: str | None = None) -> BundledModel:
+    """The bundled model called ``name`` (default: the default model); ModelError naming the choices if absent."""
+    name = name or default_model_name()
+    model = find_bundled(name)
+    if model is not None:
+        return model
+    available = ", ".join(m.name for m in list_bundled()) or "none installed"
+    raise ModelError(
+        f"no bundled model named {name!r} (available: {available}).",
+        fix=(
+            "pass a run folder, a model.safetensors or an .onnx file, or put a model folder "
+            f"(model.safetensors + model.json) into {package_bundled_dir()} or ${BUNDLED_DIR_ENV}."
+        ),
+    )
+
+
+def _metrics_lines(metrics: object) -> list[str]:
+    """Markdown table rows for ``val_metrics`` ({name: value} or {name: {value|estimate, low, high}})."""
+    if not isinstance(metrics, dict) or not metrics:
+        return ["(no validation metrics recorded in model.json)"]
+    lines = ["| metric | value | 95 % CI |", "|---|---|---|"]
+    for name, value in metrics.items():
+        if isinstance(value, dict):
+            point = value.get("value", value.get("estimate", value.get("mean")))
+            low, high = value.get("low", value.get("ci_low")), value.get("high", value.get("ci_high"))
+            ci = f"{low:.3f} – {high:.3f}" if isinstance(low, int | float) and isinstance(high, int | float) else ""
+            lines.append(f"| {name} | {point:.3f} | {ci} |" if isinstance(point, int | float) else f"| {name} | {point} | |")
+        elif isinstance(value, int | float):
+            lines.append(f"| {name} | {value:.3f} | |")
+    return lines
+
+
+def render_model_card(meta: dict, name: str, run_dir: Path | None = None) -> str:
+    """A model card (Markdown) from ``model.json`` and, where present, the run folder's config and manifest."""
+    import json
+
+    classes = ", ".join(meta.get("classes", []))
+    config_text = ""
+    data_lines = ["(the run folder's manifest.csv was not available: see the training configuration)"]
+    if run_dir is not None and (run_dir / "config.yaml").is_file():
+        config_text = (run_dir / "config.yaml").read_text(encoding="utf-8")
+    if run_dir is not None and (run_dir / "manifest.csv").is_file():
+        import pandas as pd
+
+        manifest = pd.read_csv(run_dir / "manifest.csv")
+        column = f"label_{meta.get('task')}"
+        if {"split", "source", column} <= set(manifest.columns):
+            used = manifest[manifest["split"].isin(["train", "val"])]
+            counts = used.groupby(["split", "source", column]).size()
+            data_lines = ["Images used (the official test split was not used):"]
+            data_lines += [f"- {split} / {source} / {label}: {count}" for (split, source, label), count in counts.items()]
+    threshold = meta.get("threshold")
+    lines = [
+        f"# {name}",
+        "",
+        (f"Pneumoscope {meta.get('task')} classifier ({classes}); architecture `{meta.get('architecture')}`, "
+         f"{meta.get('image_size')} px grey input, preprocessing {json.dumps(meta.get('preprocessing', {}))}."),
+        "",
+        "**Research use only. This is not a medical device** and must not be used for diagnosis or treatment.",
+        "",
+        "## Data",
+        *data_lines,
+        "Choices (epochs, threshold, temperature) were made on a patient-grouped validation split only.",
+        "",
+        "## Operating point",
+        (f"- threshold on p({meta.get('classes', ['', 'positive'])[-1]}): {threshold} "
+         f"({meta.get('threshold_method') or 'n/a'})") if threshold is not None else "- argmax over the classes",
+        f"- temperature (calibration): {meta.get('temperature', 1.0)}",
+        "",
+        "## Validation metrics",
+        *_metrics_lines(meta.get("val_metrics")),
+        "",
+        "## Intended use",
+        "Research on pneumonia detection in chest X-rays: screening experiments, teaching, benchmarking.",
+        "",
+        "## Limitations",
+        ("- Kermany's images are pediatric (1–5 years) frontal X-rays from one hospital: adults, other sites, "
+         "devices and lateral views are outside that distribution; performance there is unknown."),
+        ("- Single-site images carry site-specific markers (and the Kermany training copy is squashed to 224 px); "
+         "the model may use shortcuts that do not transfer."),
+        "- The out-of-distribution guard flags obvious non-X-rays; it does not detect every unusual input.",
+        "- Labels in the source data are imperfect (image-level, from clinical records).",
+    ]
+    if config_text:
+        lines += ["", "## Training configuration", "```yaml", config_text.rstrip(), "```"]
+    lines += ["", f"Pneumoscope version: {meta.get('pneumoscope_version')}", ""]
+    return "\n".join(lines)
+
+
+def install_bundled(
+    run_dir: Path, name: str, dest_root: Path | None = None, fp16: bool = True,
+    ood_images: list[Path] | None = None, with_onnx: bool = True,
+) -> Path:
+    """Make ``run_dir``'s model a bundled model ``name``: weights (fp16 to keep the package small), model.json, a
+    generated MODEL_CARD.md (kept if the run folder has one), the OOD feature reference fitted on ``ood_images`` and
+    an ONNX export (used for faster CPU prediction). Returns the new folder."""
+    import shutil
+
+    from pneumoscope.models import load_classifier, save_classifier
+
+    dest = (dest_root or package_bundled_dir()) / name
+    if dest.exists():
+        raise ModelError("a bundled model of that name exists.", path=dest, fix="remove it first or pick a new name.")
+    model, meta = load_classifier(run_dir)
+    save_classifier(model, meta, dest, half=fp16)
+    card = run_dir / CARD_FILE
+    (dest / CARD_FILE).write_text(card.read_text(encoding="utf-8") if card.is_file() else
+                                  render_model_card(meta, name, run_dir), encoding="utf-8")
+    from pneumoscope.inference.export import calibrate_feature_guard, export_onnx
+
+    if ood_images:
+        calibrate_feature_guard(dest, list(ood_images))
+    elif (run_dir / "ood_reference.safetensors").is_file():
+        shutil.copy(run_dir / "ood_reference.safetensors", dest)
+    if with_onnx:
+        export_onnx(dest, dest / "model.onnx")
+    return dest

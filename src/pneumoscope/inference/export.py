@@ -1,0 +1,177 @@
+"""ONNX export: the whole ``Classifier`` (grey input adapter included) with a dynamic batch axis, the model's metadata
+in the file's ``metadata_props``, a check with ``onnx.checker`` and a parity check against PyTorch.
+
+Outputs: ``logits`` (B, C) and, where the model has a final Linear layer, ``features`` (B, D) — its input, for the
+OOD feature check. Temperature, threshold and softmax are applied by ``Predictor`` from the metadata, exactly as for
+the PyTorch model, so both paths share one post-processing code.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pneumoscope.errors import ConfigError, ModelError
+from pneumoscope.inference import ood
+from pneumoscope.inference.predictor import ONNX_META_KEY, Predictor, _last_linear, forward_with_features
+
+FORMATS = ("onnx",)
+DEFAULT_OPSET = 17
+PARITY_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """Where the file went and how closely onnxruntime matches PyTorch on the parity inputs."""
+
+    path: Path
+    max_abs_prob_diff: float
+    outputs: tuple[str, ...]
+    size_bytes: int
+
+
+def _with_features(model: Any, head: Any) -> Any:
+    import torch
+
+    class WithFeatures(torch.nn.Module):
+        """Returns (logits, penultimate features), as ``Predictor`` computes them."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return forward_with_features(self.model, image, head)
+
+    return WithFeatures()
+
+
+def calibrate_feature_guard(ref: str | Path, images: list[str | Path], batch_size: int = 32,
+                            n_components: int = 32) -> Path:
+    """Fit the OOD feature reference of model folder ``ref`` on ``images`` (its training X-rays; files or folders)
+    and write ``ood_reference.safetensors`` beside the weights. Returns that file's path."""
+    from pneumoscope.inference.sources import iter_image_files, load_input
+
+    predictor = Predictor.load(ref, backend="pytorch")
+    if not predictor.source.is_dir():
+        raise ConfigError("the OOD feature reference is stored beside the weights; pass a model folder.",
+                          path=predictor.source, fix="pass the run folder (or bundled name), not a file.")
+    features, batch = [], []
+    for path in iter_image_files(images):
+        batch.append(load_input(path).gray)
+        if len(batch) == batch_size:
+            features.append(predictor.features_arrays(batch, batch_size))
+            batch = []
+    if batch:
+        features.append(predictor.features_arrays(batch, batch_size))
+    if not features:
+        raise ConfigError("no images to fit the OOD feature reference on.", fix="pass the training image folder.")
+    reference = ood.fit_feature_reference(np.concatenate(features), n_components=n_components)
+    return reference.save(predictor.source)
+
+
+def onnx_metadata(predictor: Predictor) -> dict[str, str]:
+    """The ``metadata_props`` written into the ONNX file (the Predictor reads the ``pneumoscope`` JSON)."""
+    meta = dict(predictor.info.meta)
+    meta.update(
+        classes=list(predictor.classes),
+        image_size=predictor.image_size,
+        task=predictor.task,
+        threshold=predictor.threshold,
+        temperature=predictor.temperature,
+        preprocessing=meta.get("preprocessing", {"clahe": predictor.info.clahe}),
+        exported_from=predictor.model_id,
+        weights_sha256=predictor.weights_sha256,
+        model_card=predictor.card.get("model_card"),
+    )
+    props = {
+        ONNX_META_KEY: json.dumps(meta, default=str),
+        "classes": json.dumps(list(predictor.classes)),
+        "image_size": str(predictor.image_size),
+        "threshold": json.dumps(predictor.threshold),
+        "temperature": str(predictor.temperature),
+        "preprocessing": json.dumps(meta["preprocessing"]),
+        "input": "image: float32 (batch, 1, image_size, image_size), grey values in [0, 1] after preprocess()",
+    }
+    if predictor.feature_reference is not None:
+        props[ood.FEATURE_REFERENCE_FILE] = predictor.feature_reference.to_text()
+    return props
+
+
+def export_onnx(ref: str | Path, out: Path, opset: int = DEFAULT_OPSET, parity_images: list[np.ndarray] | None = None
+                ) -> ExportResult:
+    """Export the PyTorch model ``ref`` (run folder, model.safetensors or bundled name) to ``out``.
+
+    Raises ModelError if the export fails, does not pass ``onnx.checker``, or differs from PyTorch by more than
+    ``PARITY_TOLERANCE`` in any probability on ``parity_images`` (default: a few synthetic images).
+    """
+    import onnx
+    import torch
+
+    predictor = Predictor.load(ref, backend="pytorch")
+    if predictor.backend != "pytorch":
+        raise ConfigError("export needs PyTorch weights; this is already an ONNX file.", path=predictor.source,
+                          fix="pass the run folder, model.safetensors or bundled model name.")
+    # A private copy: the exporter restores the train/eval mode of the module it was given, and a fresh wrapper
+    # module starts in train mode, which would leave the predictor's BatchNorm layers in training mode.
+    model = copy.deepcopy(predictor._torch.model).cpu().eval().to(memory_format=torch.contiguous_format)
+    head = _last_linear(model)
+    has_features = hasattr(model, "features") or head is not None
+    module = (_with_features(model, head) if has_features else model).eval()
+    outputs = ("logits", "features") if has_features else ("logits",)
+    size = predictor.image_size
+    dummy = torch.rand(2, 1, size, size)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
+            torch.onnx.export(
+                module, (dummy,), str(tmp), dynamo=False, input_names=["image"], output_names=list(outputs),
+                dynamic_axes={name: {0: "batch"} for name in ("image", *outputs)}, opset_version=opset,
+                do_constant_folding=True,
+            )
+        proto = onnx.load(str(tmp))
+        del proto.metadata_props[:]
+        for key, value in onnx_metadata(predictor).items():
+            proto.metadata_props.add(key=key, value=value)
+        proto.doc_string = f"Pneumoscope {predictor.task or ''} classifier {predictor.model_id}"
+        onnx.checker.check_model(proto, full_check=True)
+        onnx.save(proto, str(tmp))
+        tmp.replace(out)
+    except ModelError:
+        raise
+    except Exception as error:  # noqa: BLE001 - exporter failures are many types; report them as one line
+        raise ModelError(f"ONNX export failed ({type(error).__name__}: {error}).", path=predictor.source,
+                         fix=f"check that the architecture supports ONNX export (opset {opset}).") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    difference = parity(predictor, Predictor.load(out), parity_images or _parity_images(size))
+    if difference > PARITY_TOLERANCE:
+        out.unlink(missing_ok=True)
+        raise ModelError(f"the ONNX model differs from PyTorch by {difference:.2e} in probability.",
+                         path=out, fix="report this as a bug with the architecture name.")
+    return ExportResult(out, difference, outputs, out.stat().st_size)
+
+
+def parity(reference: Predictor, candidate: Predictor, images: list[np.ndarray]) -> float:
+    """Max abs difference in any class probability between two predictors on ``images``."""
+    a = reference.predict_arrays(images)
+    b = candidate.predict_arrays(images)
+    return max(
+        abs(x["probabilities"][c] - y["probabilities"][c]) for x, y in zip(a, b, strict=True) for c in x["probabilities"]
+    )
+
+
+def _parity_images(size: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    base = 0.7 - 0.4 * np.exp(-(((xx - 0.3) / 0.15) ** 2 + ((yy - 0.5) / 0.3) ** 2))
+    return [np.clip(base + rng.normal(0, 0.05, base.shape), 0, 1).astype(np.float32) for _ in range(4)]

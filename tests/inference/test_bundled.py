@@ -1,0 +1,68 @@
+"""The bundled default model (skipped until a trained model folder is installed in pneumoscope/bundled/)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pneumoscope.inference import bundled
+from pneumoscope.inference.predictor import Predictor
+from pneumoscope.inference.sources import load_input
+
+
+@pytest.fixture(scope="module")
+def default_model() -> Predictor:
+    model = bundled.find_bundled(bundled.default_model_name())
+    if model is None:
+        pytest.skip(f"no bundled model {bundled.default_model_name()!r} installed in {bundled.package_bundled_dir()}")
+    return Predictor.load(model.name)
+
+
+@pytest.mark.realdata
+def test_bundled_binary_model_classifies_the_full_resolution_sample(default_model: Predictor,
+                                                                    fullres_paths: list[Path]) -> None:
+    rows = list(default_model.predict_files(fullres_paths, batch_size=16))
+    truth = ["pneumonia" if "PNEUMONIA" in r["path"] else "normal" for r in rows]
+    accuracy = np.mean([r["label"] == t for r, t in zip(rows, truth, strict=True)])
+    assert accuracy >= 0.85, accuracy
+    assert not any(r["ood"] for r in rows)
+    assert default_model.card["model_card"] and "not a medical device" in default_model.card["model_card"].lower()
+
+
+@pytest.mark.realdata
+def test_bundled_model_heatmaps_fall_mostly_on_the_central_chest(default_model: Predictor,
+                                                                 fullres_paths: list[Path]) -> None:
+    fractions = []
+    for path in fullres_paths[::6]:
+        heatmap = default_model.explain_array(load_input(path), method="gradcam")["heatmap"]
+        h, w = heatmap.shape
+        central = heatmap[int(0.1 * h) : int(0.9 * h), int(0.15 * w) : int(0.85 * w)].sum()
+        fractions.append(central / max(heatmap.sum(), 1e-9))
+    assert np.mean(fractions) >= 0.7, fractions
+
+
+def test_install_bundled_makes_a_complete_small_model_folder(binary_run: Path, tmp_path: Path, make_xray,
+                                                             monkeypatch) -> None:
+    from PIL import Image
+
+    train = tmp_path / "train"
+    train.mkdir()
+    for i in range(24):
+        Image.fromarray(make_xray(64, seed=i, pneumonia=i % 2 == 0)).save(train / f"t{i}.png")
+    folder = bundled.install_bundled(binary_run, "mini-binary", dest_root=tmp_path / "bundled", ood_images=[train])
+    names = {p.name for p in folder.iterdir()}
+    assert {"model.safetensors", "model.json", "MODEL_CARD.md", "ood_reference.safetensors", "model.onnx"} <= names
+    assert (folder / "model.safetensors").stat().st_size < 0.6 * (binary_run / "model.safetensors").stat().st_size
+
+    monkeypatch.setenv(bundled.BUNDLED_DIR_ENV, str(tmp_path / "bundled"))
+    shipped = Predictor.load("mini-binary")
+    original = Predictor.load(binary_run)
+    assert shipped.backend == "onnx" and shipped.feature_reference is not None
+    assert "not a medical device" in shipped.card["model_card"].lower()
+    assert "| accuracy | 0.500 |" in shipped.card["model_card"]
+    image = make_xray(100, seed=99)
+    p_shipped = shipped.predict_arrays([image])[0]["probabilities"]["pneumonia"]
+    p_original = original.predict_arrays([image])[0]["probabilities"]["pneumonia"]
+    assert abs(p_shipped - p_original) < 0.02  # fp16 weights

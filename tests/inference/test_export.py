@@ -1,0 +1,98 @@
+"""ONNX export: dynamic batch, metadata inside, onnx.checker, parity with PyTorch through onnxruntime."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pneumoscope.errors import ConfigError, ModelError
+from pneumoscope.inference import ood
+from pneumoscope.inference.export import export_onnx
+from pneumoscope.inference.predictor import Predictor
+from pneumoscope.inference.sources import load_input
+
+
+@pytest.fixture(scope="module")
+def exported(binary_run: Path, tmp_path_factory) -> Path:
+    run = shutil.copytree(binary_run, tmp_path_factory.mktemp("export") / "run")
+    rng = np.random.default_rng(0)
+    width = Predictor.load(run).features_arrays([np.full((64, 64), 0.5, np.float32)]).shape[1]
+    reference = ood.fit_feature_reference(rng.normal(size=(100, width)), n_components=4)
+    reference.save(run)
+    result = export_onnx(run, run / "model.onnx")
+    assert result.max_abs_prob_diff <= 1e-4 and result.outputs == ("logits", "features")
+    return result.path
+
+
+def test_onnx_file_passes_the_checker_and_carries_the_metadata(exported: Path) -> None:
+    import onnx
+
+    proto = onnx.load(str(exported))
+    onnx.checker.check_model(proto, full_check=True)
+    props = {p.key: p.value for p in proto.metadata_props}
+    meta = json.loads(props["pneumoscope"])
+    assert meta["classes"] == ["normal", "pneumonia"] and meta["threshold"] == 0.3
+    assert meta["temperature"] == 1.5 and meta["image_size"] == 64 and meta["preprocessing"] == {"clahe": False}
+    assert json.loads(props["classes"]) == ["normal", "pneumonia"]
+    assert ood.FEATURE_REFERENCE_FILE in props
+    batch_dim = proto.graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch_dim.dim_param == "batch"
+
+
+def test_onnx_predictor_reads_metadata_and_takes_any_batch(exported: Path, make_xray) -> None:
+    predictor = Predictor.load(exported)
+    assert predictor.backend == "onnx" and predictor.classes == ("normal", "pneumonia")
+    assert predictor.threshold == 0.3 and predictor.temperature == 1.5 and predictor.feature_reference is not None
+    for n in (1, 3, 7):
+        results = predictor.predict_arrays([make_xray(70, seed=i) for i in range(n)], tta=2 if n == 3 else 0)
+        assert len(results) == n and all(sum(r["probabilities"].values()) == pytest.approx(1.0) for r in results)
+
+
+@pytest.mark.realdata
+def test_onnx_matches_pytorch_on_real_images(exported: Path, fullres_paths: list[Path]) -> None:
+    images = [load_input(p).gray for p in fullres_paths[::5]]
+    torch_results = Predictor.load(exported.parent, backend="pytorch").predict_arrays(images)
+    onnx_results = Predictor.load(exported).predict_arrays(images)
+    difference = max(
+        abs(a["probabilities"][c] - b["probabilities"][c])
+        for a, b in zip(torch_results, onnx_results, strict=True) for c in a["probabilities"]
+    )
+    assert difference <= 1e-4
+    assert [a["label"] for a in torch_results] == [b["label"] for b in onnx_results]
+    assert [a["ood"] for a in torch_results] == [b["ood"] for b in onnx_results]
+
+
+def test_explaining_an_onnx_model_is_a_clear_error(exported: Path, make_xray) -> None:
+    with pytest.raises(ModelError, match="need the PyTorch model"):
+        Predictor.load(exported).explain_array(make_xray(64, 1))
+
+
+def test_exporting_an_onnx_file_again_is_refused(exported: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="already an ONNX file"):
+        export_onnx(exported, tmp_path / "again.onnx")
+
+
+def test_model_folder_predicts_through_its_exported_onnx_on_cpu(exported: Path, make_xray) -> None:
+    auto = Predictor.load(exported.parent)
+    forced = Predictor.load(exported.parent, backend="pytorch")
+    assert auto.backend == "onnx" and forced.backend == "pytorch" and auto.model_id == forced.model_id
+    image = make_xray(90, seed=5)
+    assert auto.predict_arrays([image])[0]["probabilities"] == pytest.approx(
+        forced.predict_arrays([image])[0]["probabilities"], abs=1e-4)
+    assert auto.explain_array(image)["heatmap"].shape == (90, 90)  # the PyTorch model stays loaded for Grad-CAM
+
+
+def test_onnx_exported_from_other_weights_is_not_used(exported: Path, binary_run: Path, tmp_path: Path) -> None:
+    from inference_helpers import save_run, small_architecture
+
+    other = save_run(tmp_path / "other", small_architecture(), seed=1)
+    shutil.copy(exported, other / "model.onnx")
+    assert Predictor.load(other).backend == "pytorch"
+    with pytest.raises(ModelError, match="exported from other weights"):
+        Predictor.load(other, backend="onnx")
+    with pytest.raises(ModelError, match="no model.onnx beside the model"):
+        Predictor.load(binary_run, backend="onnx")
