@@ -10,7 +10,7 @@ section is left out, together with its entry in the table of contents. Values:
 - ``data_summary``: ``evaluation.tables.data_summary`` result (+ optional ``notes``: list of str).
 - ``per_class``, ``per_source``: a table (DataFrame or list of row dicts) or ``{"table": ..., "note": str}``.
 - ``confusion_matrix``, ``roc_pr``, ``training_curves``, ``confident_errors``: PNG bytes, a PNG path, or
-  ``{"png": ..., "caption": str, "note": str}``.
+  ``{"png": ..., "pngs": [more PNGs], "caption": str, "note": str}``.
 - ``calibration``: ``{"png": ..., "ece": float, "brier": float, "temperature": float, ...}``.
 - ``shortcut_audit``: ``evaluation.shortcut.shortcut_audit`` result, or a list of them (e.g. pixels and
   features); a flagged risk is shown in red.
@@ -20,7 +20,8 @@ section is left out, together with its entry in the table of contents. Values:
   (the bar chart is drawn when no ``png`` is given).
 - ``filters``: ``{"filters": png, "feature_maps": png, "note": str}``.
 - ``config``: the resolved config (a dict, shown as YAML) or its text.
-- ``extra``: a list of ``{"title": str, "png" | "table" | "text": ...}`` sections appended at the end.
+- ``extra``: a list of ``{"title": str, "png" | "pngs" | "table" | "text" | "pre" | "note": ...}`` sections appended
+  at the end (``pre``: preformatted text such as YAML).
 """
 
 from __future__ import annotations
@@ -146,6 +147,8 @@ def _generic(value: Any, title: str) -> Markup:
         return text(value)
     if isinstance(value, Mapping):
         parts = [text(value.get("text"))]
+        if value.get("pre") is not None:
+            parts.append(Markup(f"<pre>{_escape(value['pre'])}</pre>"))
         for png in value.get("pngs", []) or []:
             parts.append(image(png, title))
         if value.get("png") is not None:
@@ -251,6 +254,8 @@ def _figure_section(value: Any, title: str) -> Markup:
     parts = [text(spec.get("text"))]
     if spec.get("png") is not None:
         parts.append(image(spec["png"], title, spec.get("caption")))
+    for png in spec.get("pngs") or []:
+        parts.append(image(png, title))
     if spec.get("table") is not None:
         parts.append(table(spec["table"], spec.get("table_caption")))
     parts.append(text(spec.get("note"), "note"))

@@ -219,8 +219,10 @@ def plot_reliability(curve: Mapping[str, Any], ece: float | None = None, title: 
 # ---------------------------------------------------------------------------------------------- thumbnails
 @_styled
 def plot_thumbnails(images: Sequence[np.ndarray], captions: Sequence[str], columns: int = 6,
-                    title: str | None = None) -> bytes:
-    """A grid of grayscale thumbnails with a caption under each (e.g. the most confident errors)."""
+                    title: str | None = None, colour: bool = False) -> bytes:
+    """A grid of grayscale thumbnails with a caption under each (e.g. the most confident errors).
+
+    ``colour``: show RGB images (e.g. Grad-CAM overlays) in colour instead of averaging them to grey."""
     if len(images) != len(captions):
         raise DataError(f"got {len(images)} images and {len(captions)} captions.", fix="pass one caption each.")
     if not images:
@@ -232,6 +234,10 @@ def plot_thumbnails(images: Sequence[np.ndarray], captions: Sequence[str], colum
         ax.axis("off")
     for ax, image, caption in zip(axes.ravel(), images, captions):
         array = np.asarray(image)
+        if colour and array.ndim == 3 and array.shape[-1] in (3, 4):
+            ax.imshow(array[..., :3])
+            ax.set_title(caption, fontsize=7.5, fontweight="normal")
+            continue
         if array.ndim == 3:
             array = array[..., :3].mean(axis=-1) if array.shape[-1] in (3, 4) else array[..., 0]
         ax.imshow(array, cmap="gray", vmin=0, vmax=255 if array.dtype == np.uint8 else 1.0)

@@ -155,17 +155,23 @@ def check_task_data(manifest, task: str, source: str = "the data") -> dict[str, 
     return counts
 
 
-def build_run_manifest(config: TrainConfig, run_dir: Path, resuming: bool):
+def build_run_manifest(config: TrainConfig, run_dir: Path, resuming: bool, manifest=None):
     """The manifest with the run's splits: read back from the run folder on resume, else built and saved.
 
-    Either way the leakage check runs on it (``assign_splits`` and ``read_manifest`` both check).
+    ``manifest``: splits made by the caller (e.g. one cross-validation fold), checked and saved as they are.
+    Either way the leakage check runs on it (``assign_splits``, ``read_manifest`` and ``check_leakage`` check).
     """
     from pneumoscope.data.manifest import build_manifest, read_manifest, write_manifest
-    from pneumoscope.data.splits import assign_splits
+    from pneumoscope.data.splits import assign_splits, check_leakage
 
     saved = run_dir / "manifest.csv"
     if resuming and saved.is_file():
         return read_manifest(saved, check=True)
+    if manifest is not None:
+        check_leakage(manifest)
+        if _is_global_zero():
+            write_manifest(manifest, saved)
+        return manifest
     if not config.data.paths:
         raise ConfigError("no data given.", fix="pass --data PATH (a data set folder) or data.paths in the config.")
     manifest = build_manifest(config.data.paths)
@@ -262,9 +268,11 @@ def _fit(config: TrainConfig, run_dir: Path, manifest, model, accelerator: str, 
     on_gpu = accelerator == "cuda"
     channels_last = config.trainer.channels_last if config.trainer.channels_last != "auto" else on_gpu
     augment = BatchAugment(config.augment, config.data.image_size)
+    copy_augment = augment if config.balance.augment is None else BatchAugment(config.balance.augment,
+                                                                                config.data.image_size)
     datamodule = PneumoDataModule(manifest, config, pin_memory=on_gpu,
                                   num_workers=resolve_num_workers(config.data.num_workers, on_gpu),
-                                  copy_augment=augment)
+                                  copy_augment=copy_augment)
     weights = None
     if config.balance.method == "class_weights":  # from the manifest's labels: the images are not read here
         weights = class_weights(datamodule.labels[datamodule.train_index], datamodule.num_classes)
@@ -491,11 +499,13 @@ def train(
     resuming: bool = False,
     progress: bool = True,
     on_epoch: EpochCallback | None = None,
+    manifest=None,
 ) -> Path:
     """Train ``config`` into ``out_dir`` (default ``runs/<time>-<task>-<model>``); returns the run folder.
 
     ``resuming``: continue the run in ``out_dir`` (its saved manifest, from ``resume_from`` if that checkpoint
-    exists); use ``training.resume.resume`` rather than calling this directly.
+    exists); use ``training.resume.resume`` rather than calling this directly. ``manifest``: a manifest whose
+    ``split`` column the caller made (cross-validation folds); only its ``train`` / ``val`` rows are read.
     """
     import lightning as L
 
@@ -515,11 +525,11 @@ def train(
         from pneumoscope.training.baseline import train_logistic_regression
 
         model = build_model(config)
-        manifest = build_run_manifest(config, run_dir, resuming)
+        manifest = build_run_manifest(config, run_dir, resuming, manifest)
         counts = check_task_data(manifest, config.task, _data_name(config))
         return train_logistic_regression(config, model, run_dir, manifest, counts, wall_start)
     model = build_model(config)  # fails fast on a bad name or missing weights, before the data work
-    manifest = build_run_manifest(config, run_dir, resuming)
+    manifest = build_run_manifest(config, run_dir, resuming, manifest)
     counts = check_task_data(manifest, config.task, _data_name(config))
     checkpoint = Path(resume_from) if resume_from is not None and Path(resume_from).is_file() else None
     trainer, module, datamodule = _fit(config, run_dir, manifest, model, accelerator, checkpoint, progress, on_epoch)

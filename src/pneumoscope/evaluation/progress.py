@@ -1,0 +1,25 @@
+"""A rich progress bar on stderr for the long evaluation steps (scoring, folds, grid cells)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+
+def progress_bar(enabled: bool = True) -> Progress:
+    """Count, elapsed time and ETA on stderr; drawn only where ``enabled``."""
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), console=Console(stderr=True), disable=not enabled, transient=True)
+
+
+def say(message: str, enabled: bool = True) -> None:
+    """One status line on stderr (e.g. "fold 2 of 5: finished, skipped")."""
+    if enabled:
+        Console(stderr=True).print(message, highlight=False, soft_wrap=True)
