@@ -6,32 +6,13 @@ from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+
+from pneumoscope.progress import progress_bar
 
 T = TypeVar("T")
 
 console = Console(stderr=True)
 out = Console()
-
-
-def progress_bar() -> Progress:
-    """A rich progress bar with count, elapsed time and ETA, drawn on stderr."""
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    )
 
 
 def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:

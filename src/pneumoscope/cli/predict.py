@@ -115,7 +115,7 @@ def run_predict(
     """Predict on every file of ``inputs``, streaming rows into ``out``; returns counts."""
     from collections import Counter
 
-    from pneumoscope.cli.common import progress_bar
+    from pneumoscope.progress import progress_bar
     from pneumoscope.errors import DataError
     from pneumoscope.inference.sources import count_image_files, iter_image_files
 

@@ -76,6 +76,8 @@ class _progress:
     def __enter__(self) -> Callable[[int], None]:
         if not self.enabled:
             return lambda units: None
+        from pneumoscope.progress import progress_bar
+
         self._bar = progress_bar()
         self._bar.__enter__()
         task = self._bar.add_task(self.description, total=self.total)
@@ -85,18 +87,3 @@ class _progress:
         if self._bar is not None:
             self._bar.__exit__(*exc_info)
 
-
-def progress_bar():
-    """A rich progress bar on stderr with count, elapsed time and ETA (as the CLI's own bars)."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), console=Console(stderr=True))

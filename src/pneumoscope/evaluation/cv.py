@@ -46,7 +46,7 @@ def is_finished(out_dir: str | Path) -> bool:
 def cross_validate(config: TrainConfig, folds: int, out_dir: str | Path, *, progress: bool = True,
                    n_boot: int = 200, on_epoch: Callable | None = None) -> Path:
     """Train and score one model per fold (see the module docstring); returns ``out_dir``."""
-    from pneumoscope.evaluation.progress import say
+    from pneumoscope.progress import say
 
     if int(folds) < 2:
         raise ConfigError(f"--folds {folds} must be at least 2.", fix="use e.g. --folds 5.")
@@ -133,7 +133,7 @@ def run_fold(config: TrainConfig, manifest: pd.DataFrame, k: int, out_dir: Path,
              on_epoch: Callable | None) -> dict[str, Any]:
     """Train fold ``k`` (or resume it, or skip it when done) and score it on its held-out rows."""
     from pneumoscope.evaluation.evaluate import evaluate, read_metrics
-    from pneumoscope.evaluation.progress import say
+    from pneumoscope.progress import say
     from pneumoscope.training.resume import is_finished as run_finished
     from pneumoscope.training.resume import last_checkpoint, resume
     from pneumoscope.training.run import train

@@ -54,7 +54,7 @@ def evaluate(
 ) -> Path:
     """Score ``run_dir`` on ``data`` (default: the run's own manifest) and write the files of the module docstring;
     returns the output folder. ``device``: cpu, cuda or auto (a GPU when one is visible)."""
-    from pneumoscope.evaluation.progress import say
+    from pneumoscope.progress import say
     from pneumoscope.training.run import resolve_accelerator
 
     run = load_run(run_dir)

@@ -172,7 +172,7 @@ def cell_finished(folder: Path, cv: bool) -> bool:
 def run_grid(grid: Grid, out_root: str | Path = "runs", data: Sequence[str | Path] | None = None,
              settings: Sequence[str] = (), progress: bool = True, on_epoch: Callable | None = None) -> list[Path]:
     """Run every cell not finished yet (see the module docstring); returns the cell folders in grid order."""
-    from pneumoscope.evaluation.progress import say
+    from pneumoscope.progress import say
 
     root = grid.folder(out_root)
     root.mkdir(parents=True, exist_ok=True)

@@ -154,10 +154,10 @@ class RunModel:
         """Logits ``(N, outputs)`` of uint8 images ``(N, S, S)`` (and pooled penultimate features if asked)."""
         import torch
 
-        from pneumoscope.evaluation.progress import progress_bar
+        from pneumoscope.progress import progress_bar
 
         outputs, pooled = [], []
-        with progress_bar(progress) as bar, torch.inference_mode():
+        with progress_bar(progress, transient=True) as bar, torch.inference_mode():
             task = bar.add_task(description, total=len(images))
             for start in range(0, len(images), self.batch_size):
                 batch = torch.from_numpy(np.array(images[start:start + self.batch_size], dtype=np.uint8))[:, None]

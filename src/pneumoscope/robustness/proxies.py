@@ -23,6 +23,7 @@ import pandas as pd
 
 from pneumoscope.errors import ConfigError, DataError
 from pneumoscope.paths import DATA_ENV
+from pneumoscope.progress import progress_bar
 from pneumoscope.robustness.stress import (
     PredictFn,
     batches,
@@ -31,7 +32,6 @@ from pneumoscope.robustness.stress import (
     pneumonia_probability,
     predict_in_batches,
     predicted_classes,
-    progress_bar,
 )
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")

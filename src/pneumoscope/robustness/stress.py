@@ -16,17 +16,9 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from pneumoscope.errors import ConfigError, DataError, ModelError
+from pneumoscope.progress import progress_bar
 from pneumoscope.robustness.perturbations import SEVERITIES, get_perturbation, list_perturbations, perturb
 
 PredictFn = Callable[[list[np.ndarray]], np.ndarray]
@@ -36,14 +28,6 @@ STRESS_COLUMNS = (
     "perturbation", "severity", "parameter", "accuracy", "specificity", "sensitivity",
     "mean_p_pneumonia_normals", "auc", "flip_rate", "n", "n_normal", "n_pneumonia",
 )
-
-
-def progress_bar(enabled: bool = True) -> Progress:
-    """A rich progress bar on stderr (count, elapsed, ETA); drawn only where ``enabled``."""
-    return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TimeRemainingColumn(), console=Console(stderr=True), disable=not enabled,
-    )
 
 
 def check_classes(classes: Sequence[str]) -> tuple[str, ...]:

@@ -1,4 +1,4 @@
-"""A rich progress bar on stderr for the long evaluation steps (scoring, folds, grid cells)."""
+"""Progress bars and status lines on stderr, shared by every long step (scans, caches, scoring, folds, stress tests)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from rich.progress import (
 )
 
 
-def progress_bar(enabled: bool = True) -> Progress:
-    """Count, elapsed time and ETA on stderr; drawn only where ``enabled``."""
+def progress_bar(enabled: bool = True, transient: bool = False) -> Progress:
+    """A rich progress bar on stderr with count, elapsed time and ETA; drawn only where ``enabled``."""
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), console=Console(stderr=True), disable=not enabled, transient=True)
+                    TimeRemainingColumn(), console=Console(stderr=True), disable=not enabled, transient=transient)
 
 
 def say(message: str, enabled: bool = True) -> None:
