@@ -112,6 +112,14 @@ def test_parse_override_reads_yaml_values():
         parse_override("no-equals")
 
 
+@pytest.mark.parametrize("text, expected", [("32", "32"), ("16", "16"), ("bf16", "bf16")])
+def test_precision_override_as_typed_on_the_command_line(text, expected):
+    """``--set trainer.precision=32``: YAML reads 32 as a number; it must still select fp32."""
+    assert resolve_config(overrides=parse_override(f"trainer.precision={text}")).trainer.precision == expected
+    with pytest.raises(ConfigError):
+        resolve_config(overrides=parse_override("trainer.precision=64"))
+
+
 def test_saved_config_repeats_the_run(tmp_path):
     config = resolve_config(preset="plain", overrides={"trainer": {"epochs": 4}, "data": {"paths": ["/x"]}})
     save_config(config, tmp_path / "config.yaml")

@@ -18,14 +18,23 @@ from torch import nn
 from pneumoscope.training.config import AugmentConfig
 
 
+def _to_device(values: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Per-sample values ``(B,)`` drawn on the CPU → ``(B, 1, 1, 1)`` float32 on ``device``.
+
+    ``non_blocking``: a blocking host-to-GPU copy waits for all queued GPU work (the previous step), so that the
+    GPU would idle while Python launches the next kernels; from pageable memory the copy is staged, so it is safe.
+    """
+    return values.to(device=device, dtype=torch.float32, non_blocking=True).view(-1, 1, 1, 1)
+
+
 def _uniform(batch: int, low: float, high: float, device: torch.device) -> torch.Tensor:
     """Per-sample factors drawn on the CPU generator (same values on CPU and GPU for one seed)."""
-    return (torch.rand(batch) * (high - low) + low).to(device).view(batch, 1, 1, 1)
+    return _to_device(torch.rand(batch) * (high - low) + low, device)
 
 
 def _chosen(batch: int, p: float, device: torch.device) -> torch.Tensor:
     """Per-sample 0/1 mask: which samples get a transform applied with probability ``p``."""
-    return (torch.rand(batch) < p).to(device=device, dtype=torch.float32).view(batch, 1, 1, 1)
+    return _to_device(torch.rand(batch) < p, device)
 
 
 def adjust_gamma(x: torch.Tensor, low: float, high: float, p: float) -> torch.Tensor:
@@ -67,14 +76,36 @@ def resolution_jitter(x: torch.Tensor, low: float, high: float, p: float) -> tor
     cover the range.
     """
     batch, _, height, width = x.shape
-    mask = _chosen(batch, p, x.device)
+    chosen = torch.rand(batch) < p  # tested on the CPU: asking a GPU tensor would wait for the GPU
     factor = float(torch.rand(1)) * (high - low) + low
     small = (max(4, round(height * factor)), max(4, round(width * factor)))
-    if small == (height, width) or not bool(mask.any()):
+    if small == (height, width) or not bool(chosen.any()):
         return x
+    mask = _to_device(chosen, x.device)
     down = F.interpolate(x, size=small, mode="bilinear", antialias=True, align_corners=False)
     up = F.interpolate(down, size=(height, width), mode="bilinear", align_corners=False)
     return mask * up + (1.0 - mask) * x
+
+
+def grid_distortion(x: torch.Tensor, magnitude: float, cells: int, p: float) -> torch.Tensor:
+    """Smooth local warping (Augmentor's "random distortion"), applied with probability ``p`` per sample.
+
+    The image is divided into ``cells`` x ``cells`` cells; each inner grid point moves by up to ``magnitude`` (a
+    fraction of the side) in x and y, the border points stay; the displacement between points is interpolated
+    bicubically.
+    """
+    batch, _, height, width = x.shape
+    mask = _chosen(batch, p, x.device)
+    if magnitude <= 0 or not bool(mask.any()):
+        return x
+    offsets = (torch.rand(batch, 2, cells + 1, cells + 1) * 2.0 - 1.0) * (2.0 * magnitude)  # [-1, 1] coordinates
+    offsets[:, :, 0, :] = offsets[:, :, -1, :] = offsets[:, :, :, 0] = offsets[:, :, :, -1] = 0.0
+    offsets = offsets.to(x.device) * mask
+    field = F.interpolate(offsets, size=(height, width), mode="bicubic", align_corners=True)
+    identity = torch.eye(2, 3, device=x.device, dtype=x.dtype).expand(batch, 2, 3)
+    grid = F.affine_grid(identity, [batch, 1, height, width], align_corners=False)
+    return F.grid_sample(x, grid + field.permute(0, 2, 3, 1).to(x.dtype), mode="bilinear", padding_mode="border",
+                         align_corners=False)
 
 
 class BatchAugment(nn.Module):
@@ -97,6 +128,8 @@ class BatchAugment(nn.Module):
                 scale=tuple(config.scale) if tuple(config.scale) != (1.0, 1.0) else None,
                 padding_mode="zeros", p=1.0,
             ))
+        if config.skew > 0:
+            geometric.append(K.RandomPerspective(distortion_scale=config.skew, p=config.skew_p))
         if config.hflip:
             geometric.append(K.RandomHorizontalFlip(p=0.5))
         if config.vflip:
@@ -112,6 +145,7 @@ class BatchAugment(nn.Module):
         c = self.config
         return not c.enabled or (
             len(self.geometric) == 0 and self.blur is None and c.noise_p == 0 and c.resolution_p == 0
+            and (c.distortion == 0 or c.distortion_p == 0)
             and (c.photometric_p == 0 or (c.brightness == 0 and c.contrast == 0 and c.gamma is None))
         )
 
@@ -125,6 +159,8 @@ class BatchAugment(nn.Module):
         x = x.float()
         if len(self.geometric):
             x = self.geometric(x)
+        if c.distortion > 0 and c.distortion_p > 0:
+            x = grid_distortion(x, c.distortion, c.distortion_grid, c.distortion_p)
         if c.gamma is not None:
             x = adjust_gamma(x, c.gamma[0], c.gamma[1], c.photometric_p)
         if c.brightness > 0:

@@ -69,6 +69,12 @@ class AugmentConfig(_Section):
     crop_ratio: tuple[float, float] = (0.85, 1.15)
     hflip: bool = False
     vflip: bool = False
+    skew: float = Field(0.0, ge=0.0, lt=1.0, description="perspective skew: largest corner shift, fraction of the side")
+    skew_p: float = Field(0.5, ge=0.0, le=1.0)
+    distortion: float = Field(0.0, ge=0.0, lt=0.25,
+                              description="smooth grid distortion: largest shift of a grid point, fraction of the side")
+    distortion_p: float = Field(0.5, ge=0.0, le=1.0)
+    distortion_grid: int = Field(4, ge=2, le=16, description="grid cells per side of the distortion")
     # photometric
     photometric_p: float = Field(0.8, ge=0.0, le=1.0, description="probability of each of brightness/contrast/gamma")
     brightness: float = Field(0.0, ge=0.0, lt=1.0, description="additive, +-")
@@ -101,6 +107,9 @@ class BalanceConfig(_Section):
     target_count: int | None = Field(
         None, ge=1, description="oversample: augmented copies of each smaller class up to this count (default: the largest class)"
     )
+    augment: AugmentConfig | None = Field(
+        None, description="oversample: augmentation that makes the copies (default: the online augmentation)"
+    )
 
 
 class OptimConfig(_Section):
@@ -110,6 +119,7 @@ class OptimConfig(_Section):
     lr: float = Field(1e-3, gt=0.0)
     weight_decay: float = Field(1e-4, ge=0.0)
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD only")
+    eps: float | None = Field(None, gt=0.0, description="Adam / AdamW / AdaGrad epsilon (default: the optimizer's own)")
     scheduler: Literal["none", "cosine", "plateau"] = "cosine"
     plateau_factor: float = Field(0.1, gt=0.0, lt=1.0)
     plateau_patience: int = Field(2, ge=0)
@@ -130,7 +140,8 @@ class StrategyConfig(_Section):
     stage1_epochs: int = Field(2, ge=1, description="two_stage: epochs with the backbone frozen")
     stage1_lr: float = Field(1e-3, gt=0.0)
     stage2_lr: float = Field(1e-5, gt=0.0)
-    unfreeze_last: int = Field(2, ge=1, description="unfreeze_last: number of trainable backbone layers (from the end)")
+    unfreeze_last: int = Field(2, ge=0, description="unfreeze_last: number of trainable backbone layers (from the end); "
+                               "0 trains the head only (a frozen backbone)")
 
 
 class TrainerConfig(_Section):
@@ -143,11 +154,17 @@ class TrainerConfig(_Section):
     num_nodes: int = Field(1, ge=1)
     strategy: str = Field("auto", description="Lightning strategy, e.g. ddp (use torchrun for several processes)")
     precision: Literal["auto", "32", "bf16", "16"] = "auto"
-    channels_last: bool | Literal["auto"] = "auto"
+    channels_last: bool | Literal["auto"] = Field("auto", description="NHWC memory format; auto: on (CPU and GPU)")
     compile: bool = False
     deterministic: bool | Literal["warn"] = "warn"
     early_stopping_patience: int | None = Field(None, ge=1)
     gradient_clip: float | None = Field(None, gt=0.0)
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_as_text(cls, value: Any) -> Any:
+        """``--set trainer.precision=32`` (or ``precision: 16`` in YAML) arrives as a number; the choices are text."""
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 class EvaluationConfig(_Section):

@@ -62,16 +62,17 @@ def predicted_class(logits: torch.Tensor) -> torch.Tensor:
 
 
 def build_optimizer(name: str, params: list[nn.Parameter], lr: float, config: TrainConfig) -> torch.optim.Optimizer:
-    """SGD (momentum) / Adam / AdamW / AdaGrad over ``params``."""
+    """SGD (momentum) / Adam / AdamW / AdaGrad over ``params`` (``optim.eps``, when set, for the adaptive ones)."""
     wd = config.optim.weight_decay
+    eps = {} if config.optim.eps is None else {"eps": config.optim.eps}
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=config.optim.momentum, weight_decay=wd)
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd, **eps)
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd, **eps)
     if name == "adagrad":
-        return torch.optim.Adagrad(params, lr=lr, weight_decay=wd)
+        return torch.optim.Adagrad(params, lr=lr, weight_decay=wd, **eps)
     raise ValueError(f"unknown optimizer {name!r}")
 
 

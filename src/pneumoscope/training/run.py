@@ -87,6 +87,12 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     return {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}[precision]
 
 
+def resolve_channels_last(setting: bool | str) -> bool:
+    """``auto`` → on, on CPU and GPU: NHWC convolutions are faster on both (oneDNN on CPU: +68 % EfficientNet-Lite0
+    training images/s at 128 px on 2 cores, docs/PERFORMANCE.md); results differ only by float rounding."""
+    return True if setting == "auto" else bool(setting)
+
+
 # ------------------------------------------------------------------------------------------------------------
 # data
 
@@ -210,7 +216,9 @@ def quiet_lightning() -> None:
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
     for pattern in (".*overridden `on_after_batch_transfer`.*", ".*LeafSpec.*", ".*Checkpoint directory .* exists.*",
-                    ".*does not have many workers.*", ".*`isinstance\\(treespec, LeafSpec\\)`.*"):
+                    ".*does not have many workers.*", ".*`isinstance\\(treespec, LeafSpec\\)`.*",
+                    # DDP: the epoch metrics are torchmetrics MeanMetrics, already reduced over processes
+                    ".*It is recommended to use `self.log\\('val_.*sync_dist=True.*"):
         warnings.filterwarnings("ignore", message=pattern)
 
 
@@ -266,7 +274,7 @@ def _fit(config: TrainConfig, run_dir: Path, manifest, model, accelerator: str, 
     from pneumoscope.training.module import ClassifierModule
 
     on_gpu = accelerator == "cuda"
-    channels_last = config.trainer.channels_last if config.trainer.channels_last != "auto" else on_gpu
+    channels_last = resolve_channels_last(config.trainer.channels_last)
     augment = BatchAugment(config.augment, config.data.image_size)
     copy_augment = augment if config.balance.augment is None else BatchAugment(config.balance.augment,
                                                                                 config.data.image_size)

@@ -3,7 +3,8 @@
 - ``end_to_end``: every layer from the first epoch, at ``optim.lr``.
 - ``two_stage``: stage 1 (``strategy.stage1_epochs`` epochs) trains the head on a frozen backbone at
   ``stage1_lr`` (1e-3); stage 2 trains all layers at ``stage2_lr`` (1e-5) for the remaining epochs.
-- ``unfreeze_last``: the head and the last ``strategy.unfreeze_last`` backbone blocks, at ``optim.lr``.
+- ``unfreeze_last``: the head and the last ``strategy.unfreeze_last`` backbone layers, at ``optim.lr``
+  (``unfreeze_last: 0``: the head only, on a frozen backbone: "transfer learning, last layer only").
 
 Dropout before the head is a model option (``model.dropout``). A frozen backbone also keeps its batch-norm
 statistics fixed (its norm layers stay in eval mode), as in Keras, so that "frozen" means the layers do not change.
