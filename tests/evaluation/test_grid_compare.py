@@ -176,3 +176,29 @@ def test_a_grid_with_cv_runs_each_cell_as_a_cross_validation(tmp_path, tiny_kerm
     assert folders[0] == tmp_path / "runs" / "tiny-grid" / "simple__sgd"
     assert json.loads((folders[1] / "cell.json").read_text())["values"]["optimizer"] == "adagrad"
     assert (tmp_path / "runs" / "tiny-grid" / "grid.yaml").read_text() == (tmp_path / "cv.yaml").read_text()
+
+
+def test_a_failing_cell_is_recorded_and_the_other_cells_still_run(tmp_path, tiny_kermany, monkeypatch, capsys):
+    """Pretrained ResNet18 weights are not available offline: that cell fails with the weights message, the
+    simple CNN cell is trained and compared, and the command exits 2 naming the failed cell."""
+    from pneumoscope.cli.main import main
+
+    monkeypatch.setenv("PNEUMOSCOPE_OFFLINE", "1")
+    monkeypatch.setenv("PNEUMOSCOPE_CACHE", str(tmp_path / "cache"))
+    path = write_grid(tmp_path / "mixed.yaml", grid={
+        "model": {"resnet18_imagenet": {"model": {"name": "resnet18", "pretrained": True}},
+                  "simple": {"model": {"name": "simple_cnn"}}}})
+    monkeypatch.setattr("sys.argv", ["pneumoscope", "compare", str(path), "--out", str(tmp_path / "runs"), "--data",
+                                     str(tiny_kermany), "--set", "trainer.epochs=1", "--no-progress"])
+    with pytest.raises(SystemExit) as info:
+        main()
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    err = err[err.index("error: "):]
+    assert "1 of 2 grid cells failed: resnet18_imagenet" in err and "weights" in err.lower()
+    root = tmp_path / "runs" / "tiny-grid"
+    assert json.loads((root / "resnet18_imagenet" / "failed.json").read_text())["cell"] == "resnet18_imagenet"
+    table = pd.read_csv(root / "comparison.csv")
+    assert table["model"].tolist() == ["simple"]
+    assert (root / "simple" / "summary.json").is_file()

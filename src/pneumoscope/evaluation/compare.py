@@ -16,8 +16,8 @@ from typing import Any
 
 import pandas as pd
 
-from pneumoscope.errors import DataError
-from pneumoscope.evaluation.grid import Grid, is_grid_file, read_cell, read_grid, run_grid
+from pneumoscope.errors import DataError, ModelError
+from pneumoscope.evaluation.grid import Grid, cell_failure, is_grid_file, read_cell, read_grid, run_grid
 
 COMPARISON = "comparison"
 
@@ -46,9 +46,16 @@ def compare(targets: Sequence[str | Path], out: str | Path | None = None, data: 
                             fix="drop --data / --set, or pass a grid YAML file.")
         folders = targets
         out_dir = Path(out) if out else Path("runs") / f"compare-{datetime.now():%Y%m%d-%H%M%S}"
-    entries = [entry for folder in folders for entry in folder_entries(folder, progress)]
-    frame = comparison_table(entries)
-    return write_comparison(frame, out_dir, grid)
+    failed = {folder.name: cell_failure(folder) for folder in folders if grid and cell_failure(folder)}
+    entries = [entry for folder in folders if folder.name not in failed for entry in folder_entries(folder, progress)]
+    written = write_comparison(comparison_table(entries), out_dir, grid) if entries else {}
+    if failed:
+        where = f" The comparison of the other cells is in {written['md']}." if written else ""
+        raise ModelError(f"{len(failed)} of {len(folders)} grid cells failed: "
+                         + "; ".join(f"{key}: {why}" for key, why in failed.items()) + where,
+                         fix="fix what each failed cell names (e.g. provide the weights) and run the grid again: "
+                             "finished cells are skipped.")
+    return written
 
 
 def folder_entries(folder: Path, progress: bool = True) -> list[dict[str, Any]]:

@@ -30,10 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pneumoscope.errors import ConfigError
+from pneumoscope.errors import ConfigError, PneumoscopeError
 from pneumoscope.training.config import TrainConfig, deep_merge, parse_override
 
 GRID_KEYS = ("name", "description", "paper", "base", "grid", "cv")
+FAILED_FILE = "failed.json"
 CELL_FILE = "cell.json"
 SEPARATOR = "__"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
@@ -188,8 +189,21 @@ def run_grid(grid: Grid, out_root: str | Path = "runs", data: Sequence[str | Pat
             say(f"cell {i} of {len(cells)} ({cell.key}): finished, skipped")
             continue
         say(f"cell {i} of {len(cells)}: {cell.key}")
-        run_cell(grid, cell, config, folder, progress, on_epoch)
+        (folder / FAILED_FILE).unlink(missing_ok=True)
+        try:
+            run_cell(grid, cell, config, folder, progress, on_epoch)
+        except PneumoscopeError as error:  # e.g. ImageNet weights not available offline: the other cells still run
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / FAILED_FILE).write_text(json.dumps({"cell": cell.key, "error": str(error)}, indent=2) + "\n",
+                                              encoding="utf-8")
+            say(f"cell {i} of {len(cells)} ({cell.key}) failed: {error}")
     return folders
+
+
+def cell_failure(folder: str | Path) -> str | None:
+    """Why the last attempt at this cell failed (a user error such as missing weights), or None."""
+    path = Path(folder) / FAILED_FILE
+    return json.loads(path.read_text(encoding="utf-8"))["error"] if path.is_file() else None
 
 
 def run_cell(grid: Grid, cell: Cell, config: TrainConfig, folder: Path, progress: bool,
