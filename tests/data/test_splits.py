@@ -194,3 +194,23 @@ def test_excluded_rows_do_not_count_as_a_side():
     s.loc[row, "fold"] = -1
     s.loc[row, "patient_id"] = s.loc[s["split"] == "val", "patient_id"].iat[0]
     check_leakage(s)
+
+
+def test_sample_patients_keeps_class_shares_when_patients_hold_several_classes():
+    """Kermany has children with both bacterial and viral images: their images must count towards both classes."""
+    from pneumoscope.data.splits import sample_patients
+
+    rng = np.random.default_rng(0)
+    patients, labels = [], []
+    for i in range(300):  # 25 % normal, 50 % bacteria, 25 % virus, a third of the pneumonia patients mixed
+        kind = rng.choice(["normal", "bacteria", "virus"], p=[0.25, 0.5, 0.25])
+        images = [kind] * 2 if kind == "normal" else [kind, kind, "virus" if i % 3 == 0 else kind]
+        patients += [f"p{i}"] * len(images)
+        labels += images
+    patients, labels = pd.Series(patients), pd.Series(labels)
+    chosen = sample_patients(patients, labels, max_images=240, seed=1)
+    kept = labels[patients.isin(chosen)]
+    full, sample = labels.value_counts(normalize=True), kept.value_counts(normalize=True)
+    assert abs(len(kept) - 240) <= 5
+    assert (full - sample).abs().max() < 0.02, (full.round(3).to_dict(), sample.round(3).to_dict())
+    assert chosen == sample_patients(patients, labels, max_images=240, seed=1)

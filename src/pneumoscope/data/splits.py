@@ -74,6 +74,39 @@ def assign_splits(manifest: pd.DataFrame, task: str, val_fraction: float = 0.15,
     return table
 
 
+def sample_patients(patient_ids: pd.Series, labels: pd.Series, max_images: int, seed: int,
+                    min_images: int = 1) -> list[str]:
+    """Patients whose images make a class-stratified subsample of about ``max_images`` images.
+
+    Whole patients are taken in a random order, always for the class furthest below its share of ``max_images``
+    (at least ``min_images``). A patient's images count towards their own classes, and patients whose other images
+    would overfill a class are passed over while others are left, so that patients with images of several classes
+    (Kermany has children with both bacterial and viral images) do not skew the shares.
+    """
+    table = pd.crosstab(patient_ids.to_numpy(), labels.to_numpy())
+    counts = table.to_numpy()
+    shares = labels.value_counts(normalize=True).reindex(table.columns).to_numpy()
+    targets = np.maximum(min_images, np.round(max_images * shares))
+    main_class = counts.argmax(axis=1)
+    rng = np.random.default_rng(seed)
+    queues = [rng.permutation(np.flatnonzero(main_class == k)) for k in range(len(shares))]
+    taken = np.zeros(len(shares))
+    chosen: list[int] = []
+    while True:
+        open_classes = [k for k in range(len(shares)) if taken[k] < targets[k] and len(queues[k])]
+        if not open_classes:
+            break
+        k = min(open_classes, key=lambda c: taken[c] / targets[c])
+        queue = queues[k]
+        others = np.arange(len(shares)) != k
+        fits = ((taken + counts[queue] <= targets) | (counts[queue] == 0))[:, others].all(axis=1)
+        at = int(np.argmax(fits)) if fits.any() else 0
+        chosen.append(int(queue[at]))
+        taken += counts[queue[at]]
+        queues[k] = np.delete(queue, at)
+    return table.index[chosen].tolist()
+
+
 def usable_rows(manifest: pd.DataFrame, task: str) -> pd.Series:
     """Rows that belong to ``task`` and whose file was read without error."""
     in_task = manifest[label_column(task)].fillna("").astype(str).ne("")

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from pneumoscope.errors import ConfigError, DataError, ModelError
@@ -177,15 +176,7 @@ def _without_training_images(run: LoadedRun, rows: pd.DataFrame, left_out: dict[
 
 def subsample_patients(rows: pd.DataFrame, max_images: int, seed: int) -> pd.DataFrame:
     """About ``max_images`` rows, whole patients at a time, each class keeping its share (at least one patient)."""
-    rng = np.random.default_rng(seed)
-    patient_label = rows.groupby("patient_id")["label"].agg(lambda s: s.mode().iloc[0])
-    sizes = rows.groupby("patient_id").size()
-    chosen: list[str] = []
-    for label, fraction in rows["label"].value_counts(normalize=True).sort_index().items():
-        target, count = max(1, round(max_images * fraction)), 0
-        for patient in rng.permutation(patient_label.index[patient_label.eq(label)].to_numpy()):
-            if count >= target:
-                break
-            chosen.append(patient)
-            count += int(sizes[patient])
+    from pneumoscope.data.splits import sample_patients
+
+    chosen = sample_patients(rows["patient_id"], rows["label"], max_images, seed)
     return rows.loc[rows["patient_id"].isin(chosen)]

@@ -100,8 +100,10 @@ def resolve_channels_last(setting: bool | str) -> bool:
 def subsample_patients(manifest, task: str, max_images: int, seed: int):
     """A patient-grouped, class-stratified subsample of about ``max_images`` task images (official test rows kept).
 
-    Whole patients are taken, in a random order per class, until each class reaches its share of ``max_images``.
+    Whole patients, each class keeping its share (``data.splits.sample_patients``).
     """
+    from pneumoscope.data.splits import sample_patients
+
     column = label_column(task)
     in_task = manifest[column].fillna("").astype(str).ne("")
     if "official_split" in manifest.columns:
@@ -109,19 +111,7 @@ def subsample_patients(manifest, task: str, max_images: int, seed: int):
     pool = manifest.loc[in_task]
     if len(pool) <= max_images:
         return manifest
-    rng = np.random.default_rng(seed)
-    patient_class = pool.groupby("patient_id")[column].agg(lambda s: s.mode().iloc[0])
-    sizes = pool.groupby("patient_id").size()
-    chosen: list[str] = []
-    fractions = pool[column].value_counts(normalize=True)
-    for cls, fraction in fractions.items():
-        patients = patient_class.index[patient_class.eq(cls)].to_numpy()
-        target, count = max(2, round(max_images * fraction)), 0
-        for patient in rng.permutation(patients):
-            if count >= target:
-                break
-            chosen.append(patient)
-            count += int(sizes[patient])
+    chosen = sample_patients(pool["patient_id"], pool[column], max_images, seed, min_images=2)
     keep = ~in_task | manifest["patient_id"].isin(chosen)
     return manifest.loc[keep].reset_index(drop=True)
 
