@@ -53,16 +53,50 @@ def test_install_bundled_makes_a_complete_small_model_folder(binary_run: Path, t
         Image.fromarray(make_xray(64, seed=i, pneumonia=i % 2 == 0)).save(train / f"t{i}.png")
     folder = bundled.install_bundled(binary_run, "mini-binary", dest_root=tmp_path / "bundled", ood_images=[train])
     names = {p.name for p in folder.iterdir()}
-    assert {"model.safetensors", "model.json", "MODEL_CARD.md", "ood_reference.safetensors", "model.onnx"} <= names
+    assert names == {"model.safetensors", "model.json", "MODEL_CARD.md", "ood_reference.safetensors"}  # no ONNX
     assert (folder / "model.safetensors").stat().st_size < 0.6 * (binary_run / "model.safetensors").stat().st_size
 
     monkeypatch.setenv(bundled.BUNDLED_DIR_ENV, str(tmp_path / "bundled"))
+    monkeypatch.setenv("PNEUMOSCOPE_CACHE", str(tmp_path / "cache"))
     shipped = Predictor.load("mini-binary")
     original = Predictor.load(binary_run)
-    assert shipped.backend == "onnx" and shipped.feature_reference is not None
+    assert shipped.backend == "onnx" and shipped.feature_reference is not None  # exported on first use
+    assert [p.suffix for p in (tmp_path / "cache" / "onnx").iterdir()] == [".onnx"]
+    assert Predictor.load("mini-binary").backend == "onnx"  # reused from the cache
+    assert Predictor.load("mini-binary", backend="pytorch").backend == "pytorch"
     assert "not a medical device" in shipped.card["model_card"].lower()
     assert "| accuracy | 0.500 |" in shipped.card["model_card"]
     image = make_xray(100, seed=99)
     p_shipped = shipped.predict_arrays([image])[0]["probabilities"]["pneumonia"]
     p_original = original.predict_arrays([image])[0]["probabilities"]["pneumonia"]
     assert abs(p_shipped - p_original) < 0.02  # fp16 weights
+
+
+def test_model_card_shows_bootstrap_cis_proxies_stress_and_notes() -> None:
+    from pneumoscope.evaluation.bootstrap import headline_with_ci
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    p = np.clip(0.7 * y + 0.3 * rng.random(200), 0, 1)
+    ci = headline_with_ci(y, p, ["normal", "pneumonia"], threshold=0.5, n_boot=200)
+    evaluation = {
+        "validation": {"ci": ci},
+        "unseen_site_normals": {"n": 1000, "specificity": 0.812, "specificity_ci_low": 0.787,
+                                "specificity_ci_high": 0.836, "mean_p_pneumonia": 0.31},
+        "resolution_consistency": {"n": 60, "agreement": 0.95, "mean_abs_delta_p": 0.042},
+        "stress": {"n_images": 200, "n_conditions": 43, "clean_accuracy": 0.94, "mean_accuracy": 0.9,
+                   "mean_specificity": 0.85, "worst": "invert 1", "worst_accuracy": 0.41, "invert_accuracy": 0.41},
+    }
+    meta = {"task": "binary", "classes": ["normal", "pneumonia"], "architecture": "efficientnet_lite0",
+            "image_size": 128, "threshold": 0.5, "val_metrics": {"accuracy": ci["accuracy"]["value"]}}
+    card = bundled.render_model_card(meta, "kermany-binary", evaluation=evaluation,
+                                     notes=["Trained on CPU at reduced size."])
+    acc = ci["accuracy"]
+    assert f"| accuracy | {acc['value']:.3f} | {acc['low']:.3f} – {acc['high']:.3f} |" in card
+    spec = ci["per_class"]["normal"]["sensitivity"]
+    assert f"| specificity (normal recall) | {spec['value']:.3f} | {spec['low']:.3f} – {spec['high']:.3f} |" in card
+    assert "| sensitivity (pneumonia) |" in card
+    assert "specificity 0.812 (95 % CI 0.787 – 0.836)" in card and "agreement 0.950" in card
+    assert "worst invert 1 (0.410)" in card
+    limitations = card.split("## Limitations", 1)[1]
+    assert "- Trained on CPU at reduced size." in limitations and "not a medical device" in card.lower()

@@ -166,7 +166,8 @@ def test_explain_and_export_commands(binary_run: Path, image_folder: Path, tmp_p
 def test_user_errors_are_one_line_with_exit_status_2(tmp_path: Path, image_folder: Path) -> None:
     foreign = tmp_path / "foreign.onnx"
     foreign.write_bytes(b"\x08\x07")
-    env = {**os.environ, bundled.BUNDLED_DIR_ENV: str(tmp_path / "none")}
+    # No default model, whether or not the package ships one.
+    env = {**os.environ, bundled.BUNDLED_DIR_ENV: str(tmp_path / "none"), bundled.DEFAULT_MODEL_ENV: "no-such-default"}
     cases = [
         (["predict", str(foreign), str(image_folder)], "foreign.onnx"),
         (["predict", "no-such-model", str(image_folder)], "no bundled model named 'no-such-model'"),

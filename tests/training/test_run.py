@@ -141,3 +141,16 @@ def test_logistic_regression_baseline_writes_a_loadable_run(tiny_config, tmp_pat
     assert meta["architecture"] == "logistic_regression" and 0.0 <= meta["threshold"] <= 1.0
     assert pd.read_csv(run_dir / "metrics.csv")["epoch"].tolist() == [1]
     assert (run_dir / "curves.png").is_file() and (run_dir / "summary.json").is_file()
+
+
+def test_split_seed_fixes_the_validation_split_across_training_seeds(tiny_config, tmp_path):
+    from pneumoscope.training.run import build_run_manifest
+
+    def val_patients(name: str, **sections) -> set[str]:
+        manifest = build_run_manifest(tiny_config(**sections), tmp_path / name, resuming=False)
+        return set(manifest.loc[manifest["split"] == "val", "patient_id"])
+
+    fixed = [val_patients(f"fixed{seed}", seed=seed, data={"split_seed": 0}) for seed in (1, 2, 3)]
+    assert fixed[0] == fixed[1] == fixed[2] == val_patients("seed0", seed=0)  # default: the run's seed
+    free = [val_patients(f"free{seed}", seed=seed) for seed in (1, 2, 3)]
+    assert len({frozenset(p) for p in free}) > 1  # without it, the training seed moves the split

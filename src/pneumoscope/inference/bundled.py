@@ -107,16 +107,81 @@ def _metrics_lines(metrics: object) -> list[str]:
     for name, value in metrics.items():
         if isinstance(value, dict):
             point = value.get("value", value.get("estimate", value.get("mean")))
+            if point is None:  # a per-class breakdown: one row per class
+                lines += [f"| {name} {key} | {v:.3f} | |" for key, v in value.items() if isinstance(v, int | float)]
+                continue
             low, high = value.get("low", value.get("ci_low")), value.get("high", value.get("ci_high"))
             ci = f"{low:.3f} – {high:.3f}" if isinstance(low, int | float) and isinstance(high, int | float) else ""
             lines.append(f"| {name} | {point:.3f} | {ci} |" if isinstance(point, int | float) else f"| {name} | {point} | |")
-        elif isinstance(value, int | float):
+        elif isinstance(value, int):
+            lines.append(f"| {name} | {value} | |")
+        elif isinstance(value, float):
             lines.append(f"| {name} | {value:.3f} | |")
     return lines
 
 
-def render_model_card(meta: dict, name: str, run_dir: Path | None = None) -> str:
-    """A model card (Markdown) from ``model.json`` and, where present, the run folder's config and manifest."""
+def _ci_cell(value: object) -> str:
+    if not isinstance(value, dict) or not isinstance(value.get("value"), int | float):
+        return "| | |"
+    low, high = value.get("low"), value.get("high")
+    ci = f"{low:.3f} – {high:.3f}" if isinstance(low, int | float) and isinstance(high, int | float) else ""
+    return f"| {value['value']:.3f} | {ci} |"
+
+
+def _evaluation_lines(evaluation: dict) -> list[str]:
+    """Markdown sections for a generalisation evaluation: validation with bootstrap CIs, proxies, stress test.
+
+    ``evaluation`` holds any of ``validation`` (with ``ci`` from ``evaluation.bootstrap.headline_with_ci``),
+    ``unseen_site_normals``, ``resolution_consistency`` (``robustness.proxies`` summaries) and ``stress`` (a summary
+    of ``robustness.stress_test``)."""
+    lines: list[str] = []
+    ci = (evaluation.get("validation") or {}).get("ci")
+    if isinstance(ci, dict):
+        title = (f"## Validation metrics with 95 % bootstrap CIs ({ci.get('n')} images, "
+                 f"{ci.get('n_boot')} resamples of {ci.get('resampled', 'images')})")
+        lines += ["", title, "", "| metric | value | 95 % CI |", "|---|---|---|"]
+        lines += [f"| {key} {_ci_cell(ci.get(key))}" for key in ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc")]
+        per_class = ci.get("per_class") or {}
+        if len(per_class) == 2:  # binary: the positive class's recall is the sensitivity, normal's the specificity
+            (negative, neg_values), (positive, pos_values) = per_class.items()
+            lines += [f"| sensitivity ({positive}) {_ci_cell(pos_values.get('sensitivity'))}",
+                      f"| specificity ({negative} recall) {_ci_cell(neg_values.get('sensitivity'))}"]
+        else:
+            for cls, values in per_class.items():
+                lines += [f"| {cls} {metric} {_ci_cell(values.get(metric))}" for metric in ("sensitivity", "specificity")]
+        if ci.get("threshold") is not None:
+            lines.append(f"\nDecisions at the stored threshold {ci['threshold']:.4f}.")
+    normals, resolution = evaluation.get("unseen_site_normals"), evaluation.get("resolution_consistency")
+    if normals or resolution:
+        lines += ["", "## Generalisation proxies (see docs/GENERALISATION.md)", ""]
+    if normals:
+        lines.append(
+            f"- Unseen-site adult normals (COVID-19 Radiography Database, {normals['n']} images, other hospitals): "
+            f"specificity {normals['specificity']:.3f} (95 % CI {normals['specificity_ci_low']:.3f} – "
+            f"{normals['specificity_ci_high']:.3f}), mean p(pneumonia) {normals['mean_p_pneumonia']:.3f}.")
+    if resolution:
+        lines.append(
+            f"- Resolution consistency ({resolution['n']} full-resolution originals vs their 224-px copies): "
+            f"agreement {resolution['agreement']:.3f}, mean |Δp| {resolution['mean_abs_delta_p']:.3f}.")
+    stress = evaluation.get("stress")
+    if stress:
+        lines += ["", "## Acquisition-shift stress test", "",
+                  (f"{stress['n_images']} validation images, {stress['n_conditions']} perturbation × severity "
+                   f"conditions: clean accuracy {stress['clean_accuracy']:.3f}; mean accuracy under perturbation "
+                   f"{stress.get('mean_accuracy_no_invert', stress['mean_accuracy']):.3f} (specificity "
+                   f"{stress.get('mean_specificity_no_invert', stress['mean_specificity']):.3f}) without inversion; "
+                   f"worst {stress['worst']} ({stress['worst_accuracy']:.3f})"
+                   + (f"; inverted intensities {stress['invert_accuracy']:.3f}." if "invert_accuracy" in stress
+                      else "."))]
+    return lines
+
+
+def render_model_card(meta: dict, name: str, run_dir: Path | None = None, evaluation: dict | None = None,
+                      notes: list[str] | None = None) -> str:
+    """A model card (Markdown) from ``model.json`` and, where present, the run folder's config and manifest.
+
+    ``evaluation``: validation CIs, proxy and stress summaries (see ``_evaluation_lines``); ``notes``: extra lines
+    for the Limitations section (e.g. how training was reduced)."""
     import json
 
     classes = ", ".join(meta.get("classes", []))
@@ -154,6 +219,7 @@ def render_model_card(meta: dict, name: str, run_dir: Path | None = None) -> str
         "",
         "## Validation metrics",
         *_metrics_lines(meta.get("val_metrics")),
+        *_evaluation_lines(evaluation or {}),
         "",
         "## Intended use",
         "Research on pneumonia detection in chest X-rays: screening experiments, teaching, benchmarking.",
@@ -165,6 +231,7 @@ def render_model_card(meta: dict, name: str, run_dir: Path | None = None) -> str
          "the model may use shortcuts that do not transfer."),
         "- The out-of-distribution guard flags obvious non-X-rays; it does not detect every unusual input.",
         "- Labels in the source data are imperfect (image-level, from clinical records).",
+        *[f"- {note}" for note in notes or []],
     ]
     if config_text:
         lines += ["", "## Training configuration", "```yaml", config_text.rstrip(), "```"]
@@ -174,11 +241,13 @@ def render_model_card(meta: dict, name: str, run_dir: Path | None = None) -> str
 
 def install_bundled(
     run_dir: Path, name: str, dest_root: Path | None = None, fp16: bool = True,
-    ood_images: list[Path] | None = None, with_onnx: bool = True,
+    ood_images: list[Path] | None = None, evaluation: dict | None = None, notes: list[str] | None = None,
 ) -> Path:
     """Make ``run_dir``'s model a bundled model ``name``: weights (fp16 to keep the package small), model.json, a
-    generated MODEL_CARD.md (kept if the run folder has one), the OOD feature reference fitted on ``ood_images`` and
-    an ONNX export (used for faster CPU prediction). Returns the new folder."""
+    generated MODEL_CARD.md (kept if the run folder has one; ``evaluation`` and ``notes`` as in ``render_model_card``)
+    and the OOD feature reference fitted on ``ood_images``.
+    No ONNX file is shipped: ``Predictor`` exports one on first use into the cache (faster CPU prediction).
+    Returns the new folder."""
     import shutil
 
     from pneumoscope.models import load_classifier, save_classifier
@@ -190,13 +259,13 @@ def install_bundled(
     save_classifier(model, meta, dest, half=fp16)
     card = run_dir / CARD_FILE
     (dest / CARD_FILE).write_text(card.read_text(encoding="utf-8") if card.is_file() else
-                                  render_model_card(meta, name, run_dir), encoding="utf-8")
-    from pneumoscope.inference.export import calibrate_feature_guard, export_onnx
+                                  render_model_card(meta, name, run_dir, evaluation, notes), encoding="utf-8")
+    from pneumoscope.inference.export import calibrate_feature_guard
 
     if ood_images:
         calibrate_feature_guard(dest, list(ood_images))
     elif (run_dir / "ood_reference.safetensors").is_file():
         shutil.copy(run_dir / "ood_reference.safetensors", dest)
-    if with_onnx:
-        export_onnx(dest, dest / "model.onnx")
+    for path in dest.iterdir():
+        path.chmod(0o644)  # package data: readable by every user (atomic writes create private files)
     return dest

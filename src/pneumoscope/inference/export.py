@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
+import os
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,13 +20,16 @@ from typing import Any
 
 import numpy as np
 
-from pneumoscope.errors import ConfigError, ModelError
+from pneumoscope.errors import ConfigError, ModelError, PneumoscopeError
 from pneumoscope.inference import ood
 from pneumoscope.inference.predictor import ONNX_META_KEY, Predictor, _last_linear, forward_with_features
 
 FORMATS = ("onnx",)
 DEFAULT_OPSET = 17
 PARITY_TOLERANCE = 1e-4
+ONNX_CACHE_DIR = "onnx"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -175,3 +181,37 @@ def _parity_images(size: int) -> list[np.ndarray]:
     yy, xx = np.mgrid[0:size, 0:size] / size
     base = 0.7 - 0.4 * np.exp(-(((xx - 0.3) / 0.15) ** 2 + ((yy - 0.5) / 0.3) ** 2))
     return [np.clip(base + rng.normal(0, 0.05, base.shape), 0, 1).astype(np.float32) for _ in range(4)]
+
+
+def cached_onnx_path(predictor: Predictor) -> Path | None:
+    """Where the cache keeps the ONNX export of a model folder's weights (keyed by their hash); None without one."""
+    from pneumoscope.paths import cache_root
+
+    if predictor.weights_sha256 is None:
+        return None
+    stem = (predictor._name or predictor.source.name or "model").replace(os.sep, "_")
+    return cache_root() / ONNX_CACHE_DIR / f"{stem}-{predictor.weights_sha256[:16]}.onnx"
+
+
+def cached_onnx(predictor: Predictor, required: bool = False) -> Path | None:
+    """The cached ONNX export of ``predictor``'s PyTorch weights, exported (with the parity check) on first use.
+
+    Where the export or the cache fails: ModelError if ``required``, else a logged warning and None (the caller
+    stays on PyTorch). Concurrent first uses each export to a private temporary file; the last rename wins.
+    """
+    path = cached_onnx_path(predictor)
+    if path is None or path.is_file():
+        return path
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}-{threading.get_ident()}.onnx")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        export_onnx(predictor.source, tmp)
+        os.replace(tmp, path)
+    except (PneumoscopeError, OSError) as error:
+        tmp.unlink(missing_ok=True)
+        if required:
+            raise ModelError(f"cannot export this model to ONNX in the cache ({error}).", path=path.parent,
+                             fix="set PNEUMOSCOPE_CACHE to a writable folder, or use --backend pytorch.") from None
+        log.warning("ONNX export into the cache failed (%s); predicting with PyTorch.", error)
+        return None
+    return path

@@ -318,8 +318,16 @@ class Predictor:
         )
 
     def _use_sibling_onnx(self, device: str, required: bool) -> None:
-        """Predict through ``model.onnx`` beside the weights if it was exported from them (on CPU, or if required)."""
+        """Predict through ``model.onnx`` beside the weights if it was exported from them (on CPU, or if required).
+
+        Bundled models ship without ONNX (to keep the package small): theirs is exported on first use into
+        pneumoscope's cache (``export.cached_onnx``); where that fails, prediction stays on PyTorch.
+        """
         onnx_path = self.source / EXPORTED_ONNX_FILE if self.source.is_dir() else None
+        if (onnx_path is None or not onnx_path.is_file()) and self._name is not None and (required or device == "cpu"):
+            from pneumoscope.inference.export import cached_onnx
+
+            onnx_path = cached_onnx(self, required=required)
         if onnx_path is None or not onnx_path.is_file():
             if required:
                 raise ModelError(f"no {EXPORTED_ONNX_FILE} beside the model.", path=self.source,

@@ -1,0 +1,311 @@
+"""Generalisation study (issue 5): validation metrics, proxies and stress test of trained run folders.
+
+    python benchmarks/generalisation_study.py evaluate RUN_DIR [--stress-n 200] [--severities 1 3 5]
+    python benchmarks/generalisation_study.py table RUN_DIR... [--markdown OUT.md] [--csv OUT.csv]
+    python benchmarks/generalisation_study.py bundle RUN_DIR NAME [--ood-n 1500] [--dest DIR]
+
+``bundle`` installs an evaluated run as a bundled model (``inference.bundled.install_bundled``): fp16 weights,
+model.json, a model card with the validation CIs, proxies, stress summary and training notes, and the OOD feature
+reference fitted on training-split images of the run; then measures the OOD guard's false-flag rate on real X-rays.
+
+``evaluate`` writes ``RUN_DIR/generalisation/``: ``results.json`` (validation metrics at the stored threshold and
+at 0.5 with patient-bootstrap CIs, the unseen-site-normals and resolution-consistency proxies, a stress summary),
+``stress.csv``, ``unseen_normals.csv``, ``resolution.csv``, ``val_predictions.csv``. ``table`` gathers several runs
+into one table (CSV and Markdown). Models are read with ``inference.Predictor`` (the same preprocessing as predict);
+the proxies and the stress test are ``pneumoscope.robustness``'s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pneumoscope.data.imaging import load_image
+from pneumoscope.evaluation.bootstrap import headline_with_ci
+from pneumoscope.evaluation.metrics import classification_metrics
+from pneumoscope.inference.predictor import Predictor
+from pneumoscope.robustness import resolution_consistency, stress_test, unseen_site_normals
+from pneumoscope.tasks import label_column
+
+OUT_DIR = "generalisation"
+
+
+def predict_fn_of(predictor: Predictor, batch_size: int = 64):
+    """``list[(H, W) float] -> probs (N, C)`` through the predictor (its preprocessing, temperature and backend)."""
+
+    def predict(images: list[np.ndarray]) -> np.ndarray:
+        rows = []
+        for start in range(0, len(images), batch_size):
+            results = predictor.predict_arrays(images[start:start + batch_size])
+            rows += [[r["probabilities"][c] for c in predictor.classes] for r in results]
+        return np.asarray(rows, dtype=np.float64)
+
+    return predict
+
+
+def validation_rows(run_dir: Path, task: str) -> pd.DataFrame:
+    """The run's validation rows (path, label, patient) from its manifest."""
+    manifest = pd.read_csv(run_dir / "manifest.csv")
+    column = label_column(task)
+    val = manifest.loc[manifest["split"].eq("val") & manifest[column].fillna("").astype(str).ne("")]
+    return val[["path", column, "patient_id"]].rename(columns={column: "label"}).reset_index(drop=True)
+
+
+def _headline(metrics: dict[str, Any], classes: tuple[str, ...]) -> dict[str, Any]:
+    per = metrics["per_class"]
+    out = {"accuracy": metrics["accuracy"], "balanced_accuracy": metrics["balanced_accuracy"],
+           "roc_auc": metrics["roc_auc"], "specificity": per["normal"]["recall"]}
+    if len(classes) == 2:
+        out["sensitivity"] = per[classes[1]]["recall"]
+    else:
+        out["sensitivity_any_pneumonia"] = None
+    return out
+
+
+def validation_metrics(predictor: Predictor, val: pd.DataFrame, predict) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Validation metrics at the stored threshold, at 0.5 (binary) and arg-max, with patient-bootstrap CIs."""
+    images = [load_image(Path(p)) for p in val["path"]]
+    probs = predict(images)
+    classes = predictor.classes
+    y = np.array([classes.index(label) for label in val["label"]])
+    result: dict[str, Any] = {"n": int(y.size), "classes": list(classes), "threshold": predictor.threshold}
+    points = {"argmax": None}
+    if len(classes) == 2:
+        points = {"stored_threshold": predictor.threshold, "at_0.5": 0.5}
+    for name, threshold in points.items():
+        metrics = classification_metrics(y, probs, classes, threshold=threshold)
+        result[name] = _headline(metrics, classes)
+        result[name]["confusion_matrix"] = metrics["confusion_matrix"]
+        if len(classes) > 2:
+            pneumonia = y != 0
+            called = probs.argmax(axis=1) != 0
+            result[name]["sensitivity_any_pneumonia"] = float(called[pneumonia].mean())
+    main = next(iter(points.values()))
+    result["ci"] = headline_with_ci(y, probs, classes, groups=val["patient_id"].tolist(), threshold=main)
+    frame = val.copy()
+    for i, c in enumerate(classes):
+        frame[f"p_{c}"] = probs[:, i]
+    return result, frame
+
+
+def stress_subset(val: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
+    """A class-stratified random subset of ``n`` validation images (fixed seed: the same images for every run)."""
+    if n >= len(val):
+        return val
+    share = val["label"].value_counts(normalize=True)
+    parts = [val.loc[val["label"].eq(c)].sample(n=max(1, round(n * f)), random_state=seed) for c, f in share.items()]
+    return pd.concat(parts).sort_values("path").reset_index(drop=True)
+
+
+def stress_summary(stress: pd.DataFrame) -> dict[str, Any]:
+    """Clean figures, means over all perturbed conditions, the worst condition, and inverted intensities."""
+    clean = stress.iloc[0]
+    perturbed = stress.iloc[1:]
+    worst = perturbed.loc[perturbed["accuracy"].idxmin()]
+    summary = {
+        "clean_accuracy": float(clean["accuracy"]), "clean_specificity": float(clean["specificity"]),
+        "mean_accuracy": float(perturbed["accuracy"].mean()),
+        "mean_specificity": float(perturbed["specificity"].mean()),
+        "mean_sensitivity": float(perturbed["sensitivity"].mean()),
+        "mean_flip_rate": float(perturbed["flip_rate"].mean()),
+        "worst": f"{worst['perturbation']} {int(worst['severity'])}", "worst_accuracy": float(worst["accuracy"]),
+        "n_conditions": len(perturbed), "n_images": int(clean["n"]),
+    }
+    invert = perturbed.loc[perturbed["perturbation"].eq("invert")]
+    if len(invert):
+        summary["invert_accuracy"] = float(invert["accuracy"].iloc[0])
+        summary["invert_specificity"] = float(invert["specificity"].iloc[0])
+    no_invert = perturbed.loc[perturbed["perturbation"].ne("invert")]
+    summary["mean_accuracy_no_invert"] = float(no_invert["accuracy"].mean())
+    summary["mean_specificity_no_invert"] = float(no_invert["specificity"].mean())
+    return summary
+
+
+def evaluate(run_dir: Path, stress_n: int, severities: tuple[int, ...], progress: bool) -> dict[str, Any]:
+    """Every figure of the study for one run folder; written to ``RUN_DIR/generalisation``."""
+    out = run_dir / OUT_DIR
+    out.mkdir(exist_ok=True)
+    predictor = Predictor.load(run_dir, backend="pytorch")
+    predict = predict_fn_of(predictor)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    task = predictor.task or summary["task"]
+    timings: dict[str, float] = {}
+
+    started = time.perf_counter()
+    val = validation_rows(run_dir, task)
+    val_result, val_frame = validation_metrics(predictor, val, predict)
+    val_frame.to_csv(out / "val_predictions.csv", index=False)
+    timings["validation"] = time.perf_counter() - started
+
+    threshold = predictor.threshold if len(predictor.classes) == 2 else None
+    started = time.perf_counter()
+    normals, normals_rows = unseen_site_normals(predict, None, predictor.classes, threshold=threshold,
+                                                progress=progress)
+    normals_rows.to_csv(out / "unseen_normals.csv", index=False)
+    normals_05 = float((normals_rows["p_pneumonia"] < 0.5).mean())
+    timings["unseen_normals"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    resolution, resolution_rows = resolution_consistency(predict, None, predictor.classes, threshold=threshold,
+                                                         progress=progress)
+    resolution_rows.to_csv(out / "resolution.csv", index=False)
+    timings["resolution"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    subset = stress_subset(val, stress_n)
+    images = [load_image(Path(p)) for p in subset["path"]]
+    stress = stress_test(images, subset["label"].tolist(), predict, predictor.classes, severities=severities,
+                         threshold=threshold, progress=progress)
+    stress.to_csv(out / "stress.csv", index=False)
+    timings["stress"] = time.perf_counter() - started
+
+    result = {
+        "run_dir": str(run_dir), "task": task, "preset": _preset(run_dir),
+        "seed": _config(run_dir).get("seed"), "best_epoch": summary.get("best_epoch"),
+        "train_wall_seconds": summary.get("wall_seconds"), "validation": val_result,
+        "unseen_site_normals": {**normals, "specificity_at_0.5": normals_05},
+        "resolution_consistency": resolution, "stress": stress_summary(stress),
+        "stress_settings": {"n_images": len(subset), "severities": list(severities), "seed": 0},
+        "eval_seconds": timings,
+    }
+    (out / "results.json").write_text(json.dumps(result, indent=2, default=float))
+    return result
+
+
+def _config(run_dir: Path) -> dict[str, Any]:
+    import yaml
+
+    return yaml.safe_load((run_dir / "config.yaml").read_text())
+
+
+def _preset(run_dir: Path) -> str | None:
+    return _config(run_dir).get("preset")
+
+
+def table(run_dirs: list[Path]) -> pd.DataFrame:
+    """One row per run: validation, proxies and stress summary."""
+    rows = []
+    for run_dir in run_dirs:
+        path = run_dir / OUT_DIR / "results.json"
+        if not path.is_file():
+            continue
+        r = json.loads(path.read_text())
+        v = r["validation"]
+        main = v.get("stored_threshold") or v.get("argmax")
+        half = v.get("at_0.5", {})
+        u, res, s = r["unseen_site_normals"], r["resolution_consistency"], r["stress"]
+        rows.append({
+            "run": run_dir.name, "task": r["task"], "preset": r["preset"], "seed": r["seed"],
+            "best_epoch": r["best_epoch"], "train_s": r["train_wall_seconds"],
+            "val_acc": main["accuracy"], "val_spec": main["specificity"],
+            "val_sens": main.get("sensitivity", main.get("sensitivity_any_pneumonia")), "val_auc": main["roc_auc"],
+            "threshold": v["threshold"], "val_acc_0.5": half.get("accuracy"), "val_spec_0.5": half.get("specificity"),
+            "val_sens_0.5": half.get("sensitivity"),
+            "unseen_spec": u["specificity"], "unseen_spec_0.5": u["specificity_at_0.5"],
+            "unseen_mean_p": u["mean_p_pneumonia"],
+            "res_agree": res["agreement"], "res_mean_abs_dp": res["mean_abs_delta_p"],
+            "stress_mean_acc": s["mean_accuracy_no_invert"], "stress_mean_spec": s["mean_specificity_no_invert"],
+            "stress_worst": s["worst"], "stress_worst_acc": s["worst_accuracy"],
+            "invert_acc": s.get("invert_accuracy"),
+        })
+    return pd.DataFrame(rows)
+
+
+def _markdown(frame: pd.DataFrame) -> str:
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return "" if np.isnan(value) else f"{value:.3f}" if abs(value) < 10 else f"{value:.0f}"
+        return "" if value is None else str(value)
+
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def card_notes(run_dir: Path) -> list[str]:
+    """Limitations specific to how this run was trained (read from its config and manifest)."""
+    config = _config(run_dir)
+    manifest = pd.read_csv(run_dir / "manifest.csv")
+    counts = manifest["split"].value_counts()
+    return [
+        (f"Trained on CPU at reduced size: {config['model']['name']} ImageNet-pretrained, "
+         f"{config['data']['image_size']} px input, {config['trainer']['epochs']} epochs, preset "
+         f"`{config['preset']}`, seed {config['seed']}. A GPU run at 224 px and more epochs should do better."),
+        (f"Trained on the train part of a patient-grouped split of the Kermany train set ({int(counts.get('train', 0))} "
+         f"images); the {int(counts.get('val', 0))} validation images chose the epoch, threshold and temperature and "
+         "were not trained on. The official Kermany test split was not used."),
+        ("Validation images come from the same hospital and period as the training images, so validation figures "
+         "overstate performance elsewhere: a plain recipe lost ~0.25 of specificity on the official test split in "
+         "issue 5's study. Check the proxies above before trusting a figure."),
+    ]
+
+
+def bundle(run_dir: Path, name: str, ood_n: int, dest: Path | None) -> dict[str, Any]:
+    """Install ``run_dir`` as bundled model ``name`` and measure its OOD guard on real X-rays."""
+    from pneumoscope.inference import bundled
+    from pneumoscope.paths import data_root
+
+    results = json.loads((run_dir / OUT_DIR / "results.json").read_text())
+    manifest = pd.read_csv(run_dir / "manifest.csv")
+    train = manifest.loc[manifest["split"].eq("train"), "path"]
+    ood_images = [Path(p) for p in train.sample(n=min(ood_n, len(train)), random_state=0).sort_values()]
+    folder = bundled.install_bundled(run_dir, name, dest_root=dest, ood_images=ood_images, evaluation=results,
+                                     notes=card_notes(run_dir))
+    predictor = Predictor.load(folder)
+    checks = {"fullres_sample": sorted((data_root() / "chest_xray_fullres_sample").rglob("*.jpeg")),
+              "unseen_site_normals": sorted((data_root() / "covid19_radiography" / "Normal").glob("*.png"))}
+    flags = {}
+    for what, files in checks.items():
+        rows = list(predictor.predict_files(files, batch_size=32))
+        flags[what] = {"n": len(rows), "flagged": int(sum(bool(r.get("ood")) for r in rows)),
+                       "errors": int(sum(bool(r.get("error")) for r in rows))}
+    sizes = {p.name: p.stat().st_size for p in sorted(folder.iterdir())}
+    report = {"folder": str(folder), "files_bytes": sizes, "ood_false_flags": flags}
+    (run_dir / OUT_DIR / f"bundle-{name}.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    ev = sub.add_parser("evaluate")
+    ev.add_argument("run_dir", type=Path)
+    ev.add_argument("--stress-n", type=int, default=200)
+    ev.add_argument("--severities", type=int, nargs="+", default=[1, 3, 5])
+    ev.add_argument("--progress", action="store_true")
+    tb = sub.add_parser("table")
+    tb.add_argument("run_dirs", type=Path, nargs="+")
+    tb.add_argument("--csv", type=Path)
+    tb.add_argument("--markdown", type=Path)
+    bd = sub.add_parser("bundle")
+    bd.add_argument("run_dir", type=Path)
+    bd.add_argument("name")
+    bd.add_argument("--ood-n", type=int, default=1500)
+    bd.add_argument("--dest", type=Path)
+    args = parser.parse_args()
+    if args.command == "bundle":
+        print(json.dumps(bundle(args.run_dir, args.name, args.ood_n, args.dest), indent=2))
+    elif args.command == "evaluate":
+        started = time.perf_counter()
+        result = evaluate(args.run_dir, args.stress_n, tuple(args.severities), args.progress)
+        print(json.dumps({k: result[k] for k in ("validation", "unseen_site_normals", "resolution_consistency",
+                                                 "stress", "eval_seconds")}, indent=2, default=float))
+        print(f"evaluated in {time.perf_counter() - started:.0f} s")
+    else:
+        frame = table(args.run_dirs)
+        if args.csv:
+            frame.to_csv(args.csv, index=False)
+        text = _markdown(frame)
+        if args.markdown:
+            args.markdown.write_text(text + "\n")
+        print(text)
+
+
+if __name__ == "__main__":
+    main()
