@@ -21,7 +21,7 @@ def batch(make_xray, n: int = 6, size: int = 48) -> torch.Tensor:
     return torch.stack(images)[:, None].float() / 255.0
 
 
-@pytest.mark.parametrize("preset", ["plain", "recommended"])
+@pytest.mark.parametrize("preset", ["plain", "recommended", "strong"])
 def test_preset_augmentation_keeps_shape_range_and_dtype(make_xray, preset):
     config = resolve_config(preset=preset)
     augment = BatchAugment(config.augment, 48)
@@ -32,7 +32,7 @@ def test_preset_augmentation_keeps_shape_range_and_dtype(make_xray, preset):
     assert not torch.equal(y, x)
 
 
-@pytest.mark.parametrize("preset", ["plain", "recommended"])
+@pytest.mark.parametrize("preset", ["plain", "recommended", "strong"])
 def test_augmentation_is_repeatable_per_seed(make_xray, preset):
     augment = BatchAugment(resolve_config(preset=preset).augment, 48)
     x = batch(make_xray)

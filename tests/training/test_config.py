@@ -25,13 +25,19 @@ def write_yaml(tmp_path: Path, data: dict | str) -> Path:
     return path
 
 
-def test_default_is_recommended_preset():
-    config = resolve_config()
+def test_default_is_recommended_preset_plain_augmentation_with_standardisation():
+    config, plain = resolve_config(), resolve_config(preset="plain")
     assert config.preset == "recommended"
     assert config.model.standardize is True
-    assert config.augment.gamma == (0.7, 1.5)
-    assert config.augment.crop_scale is not None and config.augment.rotation == 15.0
+    assert config.augment == plain.augment and config.optim == plain.optim and config.balance == plain.balance
     assert config.augment.hflip is False and config.augment.vflip is False
+
+
+def test_strong_preset_is_the_photometric_and_geometric_recipe():
+    strong = resolve_config(preset="strong")
+    assert strong.model.standardize is True
+    assert strong.augment.gamma == (0.7, 1.5) and strong.augment.blur_p > 0 and strong.augment.resolution_p > 0
+    assert strong.augment.crop_scale is not None and strong.augment.rotation == 15.0
 
 
 @pytest.mark.parametrize("name", preset_names())
