@@ -1,4 +1,5 @@
-"""Shared fixtures: the real data root (skipping only where it is absent) and small synthetic images."""
+"""Shared fixtures: an isolated cache for every test, the real data root (skipping only where it is absent), and
+small synthetic images."""
 
 from __future__ import annotations
 
@@ -7,16 +8,24 @@ import os
 # Tests use tiny tensors: one thread per process avoids oversubscribing CI's 2 shared cores (measured ~10x faster).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import pytest
+import torch
+from xray_images import synthetic_xray
 
-from pneumoscope.paths import DATA_ENV, data_root  # noqa: E402
-from xray_images import synthetic_xray  # noqa: E402
+from pneumoscope.paths import CACHE_ENV, DATA_ENV, data_root
 
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory, monkeypatch) -> Path:
+    """Caches (decoded images, weights, ONNX exports) go to a per-session temporary folder, never the user's."""
+    root = tmp_path_factory.getbasetemp() / "pneumoscope-cache"
+    monkeypatch.setenv(CACHE_ENV, str(root))
+    return root
 
 
 @pytest.fixture(scope="session")

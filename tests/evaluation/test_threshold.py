@@ -48,3 +48,10 @@ def test_one_class_validation_and_bad_settings_raise_clear_errors():
         choose_threshold([0, 1], [0.2, 0.9], method="sensitivity", target_sensitivity=1.5)
     with pytest.raises(DataError, match="NaN"):
         choose_threshold([0, 1], [np.nan, 0.9])
+
+
+def test_a_model_no_better_than_chance_keeps_half_instead_of_calling_nothing_positive():
+    y = np.array([0, 0, 1, 1])
+    inverted = np.array([0.9, 0.8, 0.2, 0.1])  # every pneumonia scored below every normal: J <= 0 at every threshold
+    assert choose_threshold(y, inverted) == 0.5
+    assert choose_threshold(y, np.array([0.3, 0.7, 0.2, 0.8])) == pytest.approx(0.8)  # J = 0.5 at 0.8: kept

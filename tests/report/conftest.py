@@ -8,21 +8,12 @@ import pytest
 from report_helpers import full_sections as build_full_sections
 from tiny_runs import train_tiny
 
-from pneumoscope.paths import CACHE_ENV
-
 
 @pytest.fixture(scope="session")
 def full_sections(make_xray) -> dict:
     """Every section of the report, built from synthetic predictions, images and a tiny CNN."""
     return build_full_sections(make_xray)
 
-
-@pytest.fixture(autouse=True)
-def isolated_cache(tmp_path_factory, monkeypatch) -> Path:
-    """Image caches go to a per-session temporary folder, never to the user's cache."""
-    root = tmp_path_factory.getbasetemp() / "pneumoscope-cache"
-    monkeypatch.setenv(CACHE_ENV, str(root))
-    return root
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Fixtures of the robustness tests: an isolated image cache and a tiny 3-class run on the synthetic Kermany tree."""
+"""Fixtures of the robustness tests: a tiny 3-class run on the synthetic Kermany tree."""
 
 from __future__ import annotations
 
@@ -6,16 +6,6 @@ from pathlib import Path
 
 import pytest
 from tiny_runs import train_tiny
-
-from pneumoscope.paths import CACHE_ENV
-
-
-@pytest.fixture(autouse=True)
-def isolated_cache(tmp_path_factory, monkeypatch) -> Path:
-    """Image caches go to a per-session temporary folder, never to the user's cache."""
-    root = tmp_path_factory.getbasetemp() / "pneumoscope-cache"
-    monkeypatch.setenv(CACHE_ENV, str(root))
-    return root
 
 
 @pytest.fixture(scope="session")

@@ -1,20 +1,8 @@
-"""Fixtures of the training tests: an isolated image cache and tiny configs (simple_cnn, 32-64 px, 1-3 epochs)."""
+"""Fixtures of the training tests: tiny configs (simple_cnn, 32-64 px, 1-3 epochs)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-
-from pneumoscope.paths import CACHE_ENV
-
-
-@pytest.fixture(autouse=True)
-def isolated_cache(tmp_path_factory, monkeypatch) -> Path:
-    """Image caches go to a per-session temporary folder, never to the user's cache."""
-    root = tmp_path_factory.getbasetemp() / "pneumoscope-cache"
-    monkeypatch.setenv(CACHE_ENV, str(root))
-    return root
 
 
 @pytest.fixture

@@ -18,7 +18,8 @@ THRESHOLD_METHODS = ("youden", "sensitivity")
 def choose_threshold(y_true: Any, p_positive: Any, method: str = "youden", target_sensitivity: float = 0.95) -> float:
     """Threshold on p(class 1) chosen on validation labels ``y_true`` (0/1) and probabilities ``p_positive``.
 
-    ``youden``: maximises Youden's J = sensitivity + specificity - 1 (the highest threshold among ties).
+    ``youden``: maximises Youden's J = sensitivity + specificity - 1 (the highest threshold among ties); a model no
+    better than chance on validation (J <= 0 everywhere) keeps 0.5 rather than "call nothing positive".
     ``sensitivity``: the highest threshold whose sensitivity is at least ``target_sensitivity`` (so the best
     specificity that meets the target).
     """
@@ -37,6 +38,8 @@ def choose_threshold(y_true: Any, p_positive: Any, method: str = "youden", targe
     fpr, tpr, thresholds = roc_curve(y, p, drop_intermediate=False)
     if method == "youden":
         best = int(np.argmax(tpr - fpr))
+        if tpr[best] - fpr[best] <= 0:
+            return 0.5
     else:
         best = int(np.flatnonzero(tpr >= float(target_sensitivity) - 1e-12)[0])
     # roc_curve's first threshold is +inf ("call nothing positive"); a probability threshold of 1 is its equivalent
