@@ -287,7 +287,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=512, help="patient-grouped subsample (0: all images)")
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--model", default="efficientnet_lite0")
-    parser.add_argument("--preset", default="recommended", help="augmentation recipe (recommended, plain)")
+    parser.add_argument("--preset", default="strong",
+                        help="augmentation recipe (strong: the heaviest, the worst case for the pipeline; recommended; plain)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--precision", choices=("auto", "32", "bf16", "16"), default="auto")
