@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from pneumoscope.errors import ConfigError
-from pneumoscope.training.checkpointing import AtomicCheckpointIO, atomic_write, atomic_write_text
+from pneumoscope.files import atomic_write, atomic_write_text
+from pneumoscope.training.checkpointing import AtomicCheckpointIO
 
 
 def test_atomic_write_replaces_whole_file(tmp_path):

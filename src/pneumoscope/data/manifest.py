@@ -7,8 +7,6 @@ See docs/ARCHITECTURE.md for the columns.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -89,20 +87,11 @@ def normalise_manifest(table: pd.DataFrame) -> pd.DataFrame:
 
 def write_manifest(table: pd.DataFrame, path: str | Path) -> Path:
     """Write the manifest to ``path`` atomically: Parquet for ``.parquet``, else CSV."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        if path.suffix.lower() == ".parquet":
-            table.to_parquet(tmp, index=False)
-        else:
-            table.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    from pneumoscope.files import atomic_write
+
+    if Path(path).suffix.lower() == ".parquet":
+        return atomic_write(path, lambda handle: table.to_parquet(handle, index=False))
+    return atomic_write(path, lambda handle: table.to_csv(handle, index=False))
 
 
 def save_manifest(table: pd.DataFrame, out_dir: str | Path) -> list[Path]:

@@ -262,7 +262,7 @@ def eval_folders(run_dir: str | Path) -> list[Path]:
 def write_json(path: Path, value: dict[str, Any]) -> Path:
     """JSON with NaN/inf as null and numpy values as Python values, written atomically."""
     from pneumoscope.evaluation.metrics import clean
-    from pneumoscope.training.checkpointing import atomic_write_text
+    from pneumoscope.files import atomic_write_text
 
     atomic_write_text(path, json.dumps(clean(value), indent=2, default=str) + "\n")
     path.chmod(0o644)  # readable like the other result files (the atomic write creates it private)

@@ -31,9 +31,7 @@ import datetime as dt
 import html
 import json
 import math
-import os
 import re
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -460,15 +458,6 @@ def render_report(sections: Mapping[str, Any], title: str = "Pneumoscope evaluat
 def write_report(sections: Mapping[str, Any], out: str | Path, title: str = "Pneumoscope evaluation report",
                  meta: Mapping[str, Any] | None = None, kind: str = "evaluation report") -> Path:
     """Render the report and write it to ``out`` atomically; returns the path."""
-    out = Path(out)
-    page = render_report(sections, title, meta, kind)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(page)
-        os.replace(temporary, out)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-    return out
+    from pneumoscope.files import atomic_write_text
+
+    return atomic_write_text(out, render_report(sections, title, meta, kind))

@@ -6,8 +6,6 @@ Each function returns the PNG as bytes; nothing is written unless a path is pass
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,17 +44,9 @@ def figure_png(fig, dpi: int = DPI) -> bytes:
 
 def write_png(png: bytes, out: str | Path) -> Path:
     """Write PNG bytes to ``out`` atomically (a temporary file beside it, then a rename)."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(png)
-        os.replace(temporary, out)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-    return out
+    from pneumoscope.files import atomic_write_bytes
+
+    return atomic_write_bytes(out, png)
 
 
 def _styled(fn):

@@ -24,9 +24,9 @@ def train_logistic_regression(config: TrainConfig, model: Any, run_dir: Path, ma
     """Fit the baseline ``model`` on the train split, choose the operating point on validation, write the run."""
     from sklearn.metrics import log_loss
 
+    from pneumoscope.files import atomic_write_text
     from pneumoscope.models import fit_logistic_regression, save_classifier
     from pneumoscope.training.callbacks import metrics_csv_text
-    from pneumoscope.training.checkpointing import atomic_write_text
     from pneumoscope.training.datamodule import PneumoDataModule
     from pneumoscope.training.run import (
         SUMMARY_FILE,

@@ -16,7 +16,7 @@ import lightning as L
 from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.utilities import rank_zero_only
 
-from pneumoscope.training.checkpointing import atomic_write_text
+from pneumoscope.files import atomic_write_text
 
 METRIC_COLUMNS = ("epoch", "stage", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds",
                   "images_per_second")

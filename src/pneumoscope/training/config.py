@@ -334,7 +334,7 @@ def config_to_yaml(config: TrainConfig) -> str:
 
 def save_config(config: TrainConfig, path: str | Path) -> Path:
     """Write the resolved config to ``path`` atomically."""
-    from pneumoscope.training.checkpointing import atomic_write_text
+    from pneumoscope.files import atomic_write_text
 
     return atomic_write_text(Path(path), config_to_yaml(config))
 

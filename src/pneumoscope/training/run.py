@@ -395,7 +395,7 @@ def _plot_curves(frame, out: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pneumoscope.training.checkpointing import atomic_write
+    from pneumoscope.files import atomic_write
 
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     ax_loss.plot(frame["epoch"], frame["train_loss"], "o-", label="train")
@@ -453,9 +453,9 @@ def _summary(config: TrainConfig, run_dir: Path, rows: list[dict[str, Any]], ope
 
 
 def _finalize(config, run_dir, trainer, module, datamodule, accelerator, counts, wall_start, resumed) -> None:
+    from pneumoscope.files import atomic_write_text
     from pneumoscope.models import save_classifier
     from pneumoscope.training.callbacks import EpochRecorder
-    from pneumoscope.training.checkpointing import atomic_write_text
 
     model = module.model
     load_best_weights(model, run_dir)
