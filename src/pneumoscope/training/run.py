@@ -371,48 +371,10 @@ def _value(result: Any, name: str) -> float:
 
 
 def write_curves(metrics_csv: Path, out: Path) -> Path:
-    """Training curves (loss and accuracy per epoch) as PNG."""
-    import pandas as pd
+    """Training curves (loss and accuracy per epoch) as PNG, drawn by the report's own plot."""
+    from pneumoscope.report.plots import plot_training_curves
 
-    frame = pd.read_csv(metrics_csv)
-    try:
-        from pneumoscope.report.plots import plot_training_curves
-    except ImportError:
-        plot_training_curves = None
-    if plot_training_curves is not None:
-        try:
-            plot_training_curves(frame, out)
-            if out.is_file():
-                return out
-        except TypeError:
-            pass
-    return _plot_curves(frame, out)
-
-
-def _plot_curves(frame, out: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from pneumoscope.files import atomic_write
-
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    ax_loss.plot(frame["epoch"], frame["train_loss"], "o-", label="train")
-    ax_loss.plot(frame["epoch"], frame["val_loss"], "o-", label="validation")
-    ax_loss.set(xlabel="epoch", ylabel="loss", title="Loss")
-    ax_acc.plot(frame["epoch"], frame["train_acc"], "o-", label="train")
-    ax_acc.plot(frame["epoch"], frame["val_acc"], "o-", label="validation")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="Accuracy")
-    for stage_start in frame.loc[frame["stage"].diff().fillna(0) > 0, "epoch"]:
-        for ax in (ax_loss, ax_acc):
-            ax.axvline(stage_start - 0.5, color="grey", linestyle="--", linewidth=1)
-    for ax in (ax_loss, ax_acc):
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    atomic_write(out, lambda handle: fig.savefig(handle, format="png", dpi=110))
-    plt.close(fig)
+    plot_training_curves(metrics_csv, out)
     return out
 
 
