@@ -46,7 +46,7 @@ def compare(targets: Sequence[str | Path], out: str | Path | None = None, data: 
                             fix="drop --data / --set, or pass a grid YAML file.")
         folders = targets
         out_dir = Path(out) if out else Path("runs") / f"compare-{datetime.now():%Y%m%d-%H%M%S}"
-    failed = {folder.name: cell_failure(folder) for folder in folders if grid and cell_failure(folder)}
+    failed = {folder.name: why for folder in folders if grid and (why := cell_failure(folder))}
     entries = [entry for folder in folders if folder.name not in failed for entry in folder_entries(folder, progress)]
     written = write_comparison(comparison_table(entries), out_dir, grid) if entries else {}
     if failed:
