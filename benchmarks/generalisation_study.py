@@ -1,6 +1,7 @@
 """Generalisation study (issue 5): validation metrics, proxies and stress test of trained run folders.
 
     python benchmarks/generalisation_study.py evaluate RUN_DIR [--stress-n 200] [--severities 1 3 5]
+    python benchmarks/generalisation_study.py evaluate RUN_DIR [RUN_DIR...] [--tta N] --out DIR   # variants
     python benchmarks/generalisation_study.py table RUN_DIR... [--markdown OUT.md] [--csv OUT.csv]
     python benchmarks/generalisation_study.py bundle RUN_DIR NAME [--ood-n 1500] [--dest DIR]
 
@@ -10,8 +11,11 @@ reference fitted on training-split images of the run; then measures the OOD guar
 
 ``evaluate`` writes ``RUN_DIR/generalisation/``: ``results.json`` (validation metrics at the stored threshold and
 at 0.5 with patient-bootstrap CIs, the unseen-site-normals and resolution-consistency proxies, a stress summary),
-``stress.csv``, ``unseen_normals.csv``, ``resolution.csv``, ``val_predictions.csv``. ``table`` gathers several runs
-into one table (CSV and Markdown). Models are read with ``inference.Predictor`` (the same preprocessing as predict);
+``stress.csv``, ``unseen_normals.csv``, ``resolution.csv``, ``val_predictions.csv``. With ``--tta N`` each image is
+predicted as the mean of N views (``pneumoscope predict --tta``; the stored threshold is kept), and with several run
+folders (trained on the same split) as the mean of their calibrated probabilities, at a Youden threshold chosen on the
+ensemble's validation probabilities; such variants need ``--out DIR`` (written to ``DIR/generalisation``).
+``table`` gathers several runs or variants into one table (CSV and Markdown). Models are read with ``inference.Predictor`` (the same preprocessing as predict);
 the proxies and the stress test are ``pneumoscope.robustness``'s.
 """
 
@@ -29,6 +33,7 @@ import pandas as pd
 from pneumoscope.data.imaging import load_image
 from pneumoscope.evaluation.bootstrap import headline_with_ci
 from pneumoscope.evaluation.metrics import classification_metrics
+from pneumoscope.evaluation.threshold import choose_threshold
 from pneumoscope.inference.predictor import Predictor
 from pneumoscope.robustness import resolution_consistency, stress_test, unseen_site_normals
 from pneumoscope.tasks import label_column
@@ -36,15 +41,20 @@ from pneumoscope.tasks import label_column
 OUT_DIR = "generalisation"
 
 
-def predict_fn_of(predictor: Predictor, batch_size: int = 64):
-    """``list[(H, W) float] -> probs (N, C)`` through the predictor (its preprocessing, temperature and backend)."""
+def predict_fn_of(predictors: list[Predictor], tta: int = 0, batch_size: int = 64):
+    """``list[(H, W) float] -> probs (N, C)``: the mean over ``predictors`` (each with its own preprocessing,
+    temperature and backend) of their probabilities, each the mean of ``tta`` views when ``tta`` > 0."""
+    classes = predictors[0].classes
 
-    def predict(images: list[np.ndarray]) -> np.ndarray:
+    def predict_one(predictor: Predictor, images: list[np.ndarray]) -> np.ndarray:
         rows = []
         for start in range(0, len(images), batch_size):
-            results = predictor.predict_arrays(images[start:start + batch_size])
-            rows += [[r["probabilities"][c] for c in predictor.classes] for r in results]
+            results = predictor.predict_arrays(images[start:start + batch_size], tta=tta)
+            rows += [[r["probabilities"][c] for c in classes] for r in results]
         return np.asarray(rows, dtype=np.float64)
+
+    def predict(images: list[np.ndarray]) -> np.ndarray:
+        return np.mean([predict_one(predictor, images) for predictor in predictors], axis=0)
 
     return predict
 
@@ -68,16 +78,19 @@ def _headline(metrics: dict[str, Any], classes: tuple[str, ...]) -> dict[str, An
     return out
 
 
-def validation_metrics(predictor: Predictor, val: pd.DataFrame, predict) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Validation metrics at the stored threshold, at 0.5 (binary) and arg-max, with patient-bootstrap CIs."""
+def validation_metrics(classes: tuple[str, ...], threshold: float | None, val: pd.DataFrame, predict,
+                       choose: bool = False) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Validation metrics at the stored threshold (or, with ``choose``, a Youden threshold chosen on these
+    validation probabilities), at 0.5 (binary) and arg-max, with patient-bootstrap CIs."""
     images = [load_image(Path(p)) for p in val["path"]]
     probs = predict(images)
-    classes = predictor.classes
     y = np.array([classes.index(label) for label in val["label"]])
-    result: dict[str, Any] = {"n": int(y.size), "classes": list(classes), "threshold": predictor.threshold}
+    if choose and len(classes) == 2:
+        threshold = choose_threshold(y, probs[:, 1])
+    result: dict[str, Any] = {"n": int(y.size), "classes": list(classes), "threshold": threshold}
     points = {"argmax": None}
     if len(classes) == 2:
-        points = {"stored_threshold": predictor.threshold, "at_0.5": 0.5}
+        points = {"stored_threshold": threshold, "at_0.5": 0.5}
     for name, threshold in points.items():
         metrics = classification_metrics(y, probs, classes, threshold=threshold)
         result[name] = _headline(metrics, classes)
@@ -127,32 +140,43 @@ def stress_summary(stress: pd.DataFrame) -> dict[str, Any]:
     return summary
 
 
-def evaluate(run_dir: Path, stress_n: int, severities: tuple[int, ...], progress: bool) -> dict[str, Any]:
-    """Every figure of the study for one run folder; written to ``RUN_DIR/generalisation``."""
-    out = run_dir / OUT_DIR
-    out.mkdir(exist_ok=True)
-    predictor = Predictor.load(run_dir, backend="pytorch")
-    predict = predict_fn_of(predictor)
+def evaluate(run_dirs: list[Path], stress_n: int, severities: tuple[int, ...], progress: bool, tta: int = 0,
+             out_root: Path | None = None) -> dict[str, Any]:
+    """Every figure of the study for one run folder, or a variant (TTA, an ensemble of runs on the same split);
+    written to ``OUT_ROOT/generalisation`` (default: the run folder's)."""
+    run_dir = run_dirs[0]
+    variant = len(run_dirs) > 1 or tta > 0
+    if variant and out_root is None:
+        raise SystemExit("an ensemble or --tta needs --out DIR (the run folders' own results stay as they are)")
+    out = (out_root or run_dir) / OUT_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    predictors = [Predictor.load(d, backend="pytorch") for d in run_dirs]
+    classes = predictors[0].classes
+    predict = predict_fn_of(predictors, tta)
     summary = json.loads((run_dir / "summary.json").read_text())
-    task = predictor.task or summary["task"]
+    task = predictors[0].task or summary["task"]
     timings: dict[str, float] = {}
 
     started = time.perf_counter()
     val = validation_rows(run_dir, task)
-    val_result, val_frame = validation_metrics(predictor, val, predict)
+    for other in run_dirs[1:]:
+        if not validation_rows(other, task)["path"].equals(val["path"]):
+            raise SystemExit(f"{other} was validated on other images than {run_dir}: an ensemble needs one split")
+    val_result, val_frame = validation_metrics(classes, predictors[0].threshold, val, predict,
+                                               choose=len(run_dirs) > 1)
     val_frame.to_csv(out / "val_predictions.csv", index=False)
     timings["validation"] = time.perf_counter() - started
 
-    threshold = predictor.threshold if len(predictor.classes) == 2 else None
+    threshold = val_result["threshold"] if len(classes) == 2 else None
     started = time.perf_counter()
-    normals, normals_rows = unseen_site_normals(predict, None, predictor.classes, threshold=threshold,
+    normals, normals_rows = unseen_site_normals(predict, None, classes, threshold=threshold,
                                                 progress=progress)
     normals_rows.to_csv(out / "unseen_normals.csv", index=False)
     normals_05 = float((normals_rows["p_pneumonia"] < 0.5).mean())
     timings["unseen_normals"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    resolution, resolution_rows = resolution_consistency(predict, None, predictor.classes, threshold=threshold,
+    resolution, resolution_rows = resolution_consistency(predict, None, classes, threshold=threshold,
                                                          progress=progress)
     resolution_rows.to_csv(out / "resolution.csv", index=False)
     timings["resolution"] = time.perf_counter() - started
@@ -160,14 +184,15 @@ def evaluate(run_dir: Path, stress_n: int, severities: tuple[int, ...], progress
     started = time.perf_counter()
     subset = stress_subset(val, stress_n)
     images = [load_image(Path(p)) for p in subset["path"]]
-    stress = stress_test(images, subset["label"].tolist(), predict, predictor.classes, severities=severities,
+    stress = stress_test(images, subset["label"].tolist(), predict, classes, severities=severities,
                          threshold=threshold, progress=progress)
     stress.to_csv(out / "stress.csv", index=False)
     timings["stress"] = time.perf_counter() - started
 
     result = {
-        "run_dir": str(run_dir), "task": task, "preset": _preset(run_dir),
-        "seed": _config(run_dir).get("seed"), "best_epoch": summary.get("best_epoch"),
+        "run_dir": str(out_root or run_dir), "members": [str(d) for d in run_dirs], "tta": tta,
+        "task": task, "preset": _preset(run_dir),
+        "seed": _config(run_dir).get("seed") if len(run_dirs) == 1 else None, "best_epoch": summary.get("best_epoch"),
         "train_wall_seconds": summary.get("wall_seconds"), "validation": val_result,
         "unseen_site_normals": {**normals, "specificity_at_0.5": normals_05},
         "resolution_consistency": resolution, "stress": stress_summary(stress),
@@ -194,6 +219,7 @@ def table(run_dirs: list[Path]) -> pd.DataFrame:
     for run_dir in run_dirs:
         path = run_dir / OUT_DIR / "results.json"
         if not path.is_file():
+            print(f"skipped {run_dir}: no {path}")
             continue
         r = json.loads(path.read_text())
         v = r["validation"]
@@ -275,7 +301,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     ev = sub.add_parser("evaluate")
-    ev.add_argument("run_dir", type=Path)
+    ev.add_argument("run_dirs", type=Path, nargs="+", help="one run, or several on the same split (an ensemble)")
+    ev.add_argument("--tta", type=int, default=0, help="test-time augmentation views (0 = off)")
+    ev.add_argument("--out", type=Path, help="where a variant's generalisation/ folder goes")
     ev.add_argument("--stress-n", type=int, default=200)
     ev.add_argument("--severities", type=int, nargs="+", default=[1, 3, 5])
     ev.add_argument("--progress", action="store_true")
@@ -293,7 +321,7 @@ def main() -> None:
         print(json.dumps(bundle(args.run_dir, args.name, args.ood_n, args.dest), indent=2))
     elif args.command == "evaluate":
         started = time.perf_counter()
-        result = evaluate(args.run_dir, args.stress_n, tuple(args.severities), args.progress)
+        result = evaluate(args.run_dirs, args.stress_n, tuple(args.severities), args.progress, args.tta, args.out)
         print(json.dumps({k: result[k] for k in ("validation", "unseen_site_normals", "resolution_consistency",
                                                  "stress", "eval_seconds")}, indent=2, default=float))
         print(f"evaluated in {time.perf_counter() - started:.0f} s")
