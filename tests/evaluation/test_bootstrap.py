@@ -8,7 +8,14 @@ import time
 import numpy as np
 import pytest
 from scipy.special import softmax
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, recall_score, roc_auc_score
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    f1_score,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
 
 from pneumoscope.errors import ConfigError, DataError
 from pneumoscope.evaluation.bootstrap import bootstrap_ci, group_index, headline_with_ci, resample_weights
@@ -79,8 +86,10 @@ def test_headline_point_values_equal_classification_metrics(rng, k, threshold):
     assert h["macro_f1"]["value"] == pytest.approx(m["macro"]["f1"])
     assert h["roc_auc"]["value"] == pytest.approx(m["roc_auc"])
     for name in classes:
-        for metric in ("sensitivity", "specificity"):
-            assert h["per_class"][name][metric]["value"] == pytest.approx(m["per_class"][name][metric])
+        for metric in ("precision", "sensitivity", "specificity", "f1"):
+            expected = m["per_class"][name][metric]
+            got = h["per_class"][name][metric]["value"]
+            assert got == pytest.approx(expected) if expected is not None else got is None, (name, metric)
     json.dumps(h, allow_nan=False)
 
 
@@ -100,13 +109,17 @@ def test_vectorised_resamples_agree_with_sklearn_on_every_resample(rng):
         f1 = f1_score(yy, predicted, labels=np.union1d(present, predicted), average="macro")
         return {"accuracy": accuracy_score(yy, predicted), "balanced_accuracy": balanced_accuracy_score(yy, predicted),
                 "macro_f1": f1, "roc_auc": np.mean(aucs),
-                "virus_sensitivity": recall_score(yy, predicted, labels=[2], average=None, zero_division=np.nan)[0]}
+                "virus_sensitivity": recall_score(yy, predicted, labels=[2], average=None, zero_division=np.nan)[0],
+                "virus_precision": precision_score(yy, predicted, labels=[2], average=None, zero_division=np.nan)[0],
+                "virus_f1": f1_score(yy, predicted, labels=[2], average=None, zero_division=np.nan)[0]}
 
     reference = bootstrap_ci(y, probs, classes, sklearn_metrics, groups=groups, n_boot=200, seed=3)
     for name in ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc"):
         assert h[name]["low"] == pytest.approx(reference[name]["low"], abs=1e-9), name
         assert h[name]["high"] == pytest.approx(reference[name]["high"], abs=1e-9), name
-    assert h["per_class"]["virus"]["sensitivity"]["low"] == pytest.approx(reference["virus_sensitivity"]["low"])
+    for metric in ("sensitivity", "precision", "f1"):
+        for bound in ("low", "high"):
+            assert h["per_class"]["virus"][metric][bound] == pytest.approx(reference[f"virus_{metric}"][bound]), metric
     assert h["resampled"] == "patients" and h["n_groups"] == len(np.unique(groups))
 
 

@@ -51,9 +51,22 @@ def test_per_class_table_carries_the_intervals(rng):
     y, probs, metrics = fold_result(rng)
     table = per_class_table(metrics, headline_with_ci(y, probs, CLASSES, n_boot=100))
     assert table["class"].tolist() == CLASSES
-    assert (table["sensitivity_low"] <= table["sensitivity"]).all()
-    assert (table["sensitivity"] <= table["sensitivity_high"]).all()
+    for metric in ("precision", "sensitivity", "specificity", "f1"):
+        assert (table[f"{metric}_low"] <= table[metric]).all(), metric
+        assert (table[metric] <= table[f"{metric}_high"]).all(), metric
+        assert (table[f"{metric}_low"] < table[f"{metric}_high"]).all(), metric
     assert table["support"].sum() == len(y)
+
+
+def test_per_class_table_reads_intervals_of_older_versions_without_precision(rng):
+    """metrics.json written before precision / F1 had intervals: the table keeps the intervals it finds."""
+    y, probs, metrics = fold_result(rng)
+    headline = headline_with_ci(y, probs, CLASSES, n_boot=20)
+    for intervals in headline["per_class"].values():
+        del intervals["precision"], intervals["f1"]
+    table = per_class_table(metrics, headline)
+    assert {"sensitivity_low", "specificity_high"} <= set(table.columns)
+    assert "precision_low" not in table.columns
 
 
 def test_fold_summary_gives_mean_and_std_and_pooled_confusion(rng):

@@ -17,6 +17,7 @@ from pneumoscope.errors import ConfigError, DataError
 from pneumoscope.evaluation.metrics import as_labels, as_probabilities, clean, predict_classes
 
 MetricFn = Callable[[np.ndarray, np.ndarray], "float | dict[str, float]"]
+PER_CLASS_CI_METRICS = ("precision", "sensitivity", "specificity", "f1")
 CHUNK = 100  # resamples per vectorised step: bounds memory at CHUNK × N weights
 
 
@@ -144,6 +145,7 @@ def _headline_from_weights(weights: np.ndarray, y: np.ndarray, predicted: np.nda
     support, predicted_count = matrix.sum(axis=2), matrix.sum(axis=1)
     tp = np.diagonal(matrix, axis1=1, axis2=2)
     recall = _safe_divide(tp, support)
+    precision = _safe_divide(tp, predicted_count)
     f1 = _safe_divide(2 * tp, support + predicted_count)
     negatives = total[:, None] - support
     specificity = _safe_divide(negatives - (predicted_count - tp), negatives)
@@ -153,18 +155,22 @@ def _headline_from_weights(weights: np.ndarray, y: np.ndarray, predicted: np.nda
         "balanced_accuracy": _nanmean(recall, axis=1),
         "macro_f1": _nanmean(f1, axis=1),
         "roc_auc": class_auc[:, 1] if k == 2 else _nanmean(class_auc, axis=1),
+        "precision": precision,
         "sensitivity": recall,
         "specificity": specificity,
+        "f1": f1,
     }
 
 
 def headline_with_ci(y_true: Any, probs: Any, classes: Sequence[str], groups: Sequence[Any] | None = None,
                      threshold: float | None = None, n_boot: int = 1000, seed: int = 0,
                      alpha: float = 0.05) -> dict[str, Any]:
-    """Accuracy, balanced accuracy, macro F1, ROC-AUC and per-class sensitivity / specificity with bootstrap CIs.
+    """Accuracy, balanced accuracy, macro F1, ROC-AUC and per-class precision / sensitivity / specificity / F1 with
+    bootstrap CIs.
 
-    Each metric is ``{"value", "low", "high", "n_valid"}``; ``per_class`` maps class → ``{"sensitivity",
-    "specificity"}``. Binary prediction at ``threshold`` when given (as in ``classification_metrics``).
+    Each metric is ``{"value", "low", "high", "n_valid"}``; ``per_class`` maps class → ``{"precision",
+    "sensitivity", "specificity", "f1"}`` (precision is undefined, and left out of ``n_valid``, on resamples where
+    the class is never predicted). Binary prediction at ``threshold`` when given (as in ``classification_metrics``).
     ``resampled`` says whether patients or images were resampled.
     """
     _check_settings(n_boot, alpha)
@@ -186,7 +192,7 @@ def headline_with_ci(y_true: Any, probs: Any, classes: Sequence[str], groups: Se
     }
     result["per_class"] = {
         name: {metric: _with_ci(point[metric][0, i], samples[metric][:, i], alpha)
-               for metric in ("sensitivity", "specificity")}
+               for metric in PER_CLASS_CI_METRICS}
         for i, name in enumerate(classes)
     }
     result.update(n=int(y.size), n_boot=int(n_boot), alpha=float(alpha), seed=int(seed),

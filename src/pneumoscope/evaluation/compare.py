@@ -129,7 +129,9 @@ def comparison_table(entries: Sequence[dict[str, Any]]) -> pd.DataFrame:
             continue
         _set(frame, i, "accuracy", headline["accuracy"])
         for name, values in headline["per_class"].items():
-            _set(frame, i, f"{name}_sensitivity", values["sensitivity"])
+            for metric in ("precision", "sensitivity", "f1"):
+                if metric in values:  # older metrics.json: sensitivity only
+                    _set(frame, i, f"{name}_{metric}", values[metric])
     return frame[_ordered(frame.columns)]
 
 

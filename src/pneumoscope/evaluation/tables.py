@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from pneumoscope.errors import DataError
+from pneumoscope.evaluation.bootstrap import PER_CLASS_CI_METRICS
 from pneumoscope.evaluation.metrics import as_labels, as_probabilities, classification_metrics
 
 PER_CLASS_METRICS = ("precision", "sensitivity", "specificity", "f1", "roc_auc", "pr_auc")
@@ -44,16 +45,17 @@ def flatten_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 def per_class_table(metrics: Mapping[str, Any], headline: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """One row per class: precision, sensitivity, specificity, F1, AUCs, support, predicted count; with
-    ``headline`` (from ``headline_with_ci``) the 95 % interval bounds of sensitivity and specificity."""
+    ``headline`` (from ``headline_with_ci``) the 95 % interval bounds of precision, sensitivity, specificity and F1."""
     rows = []
     for name, values in metrics["per_class"].items():
         row: dict[str, Any] = {"class": name}
         row.update({metric: _number(values[metric]) for metric in PER_CLASS_METRICS})
         row.update(support=int(values["support"]), predicted=int(values["predicted"]))
         if headline is not None:
-            for metric in ("sensitivity", "specificity"):
-                ci = headline["per_class"][name][metric]
-                row[f"{metric}_low"], row[f"{metric}_high"] = _number(ci["low"]), _number(ci["high"])
+            for metric in PER_CLASS_CI_METRICS:
+                ci = headline["per_class"][name].get(metric)  # metrics.json of older versions: sens./spec. only
+                if ci is not None:
+                    row[f"{metric}_low"], row[f"{metric}_high"] = _number(ci["low"]), _number(ci["high"])
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -188,15 +188,12 @@ def _headline(value: Any) -> Markup:
         positive = classes[1]
         cards += [(f"sensitivity ({positive})", per_class[positive]["sensitivity"]),
                   ("specificity", per_class[positive]["specificity"])]
+        if "precision" in per_class[positive]:  # absent from metrics.json of older versions
+            cards.append((f"precision ({positive})", per_class[positive]["precision"]))
     body = ['<div class="cards">' + "".join(_metric_card(label, entry) for label, entry in cards) + "</div>"]
     if len(classes) > 2:
-        rows = [{"class": name, "sensitivity": per_class[name]["sensitivity"]["value"],
-                 "sensitivity_low": per_class[name]["sensitivity"]["low"],
-                 "sensitivity_high": per_class[name]["sensitivity"]["high"],
-                 "specificity": per_class[name]["specificity"]["value"],
-                 "specificity_low": per_class[name]["specificity"]["low"],
-                 "specificity_high": per_class[name]["specificity"]["high"]} for name in classes]
-        body.append(table(_floats(rows), "Sensitivity and specificity per class (one-vs-rest) [95 % CI]"))
+        rows = [_per_class_row(name, per_class[name]) for name in classes]
+        body.append(table(_floats(rows), "Per class (one-vs-rest) [95 % CI]"))
     if spec.get("operating_points") is not None:
         body.append(table(spec["operating_points"], "Operating points"))
     facts = [f"{ci.get('n', '?')} images"]
@@ -210,6 +207,15 @@ def _headline(value: Any) -> Markup:
     body.append(text("; ".join(facts) + ".", "note"))
     body.append(text(spec.get("note"), "note"))
     return Markup("").join(Markup(b) for b in body)
+
+
+def _per_class_row(name: str, intervals: Mapping[str, Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {"class": name}
+    for metric in ("precision", "sensitivity", "specificity", "f1"):
+        if metric in intervals:
+            entry = intervals[metric]
+            row.update({metric: entry["value"], f"{metric}_low": entry["low"], f"{metric}_high": entry["high"]})
+    return row
 
 
 def _floats(rows: list[dict[str, Any]]):
