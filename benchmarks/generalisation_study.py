@@ -3,6 +3,7 @@
     python benchmarks/generalisation_study.py evaluate RUN_DIR [--stress-n 200] [--severities 1 3 5]
     python benchmarks/generalisation_study.py evaluate RUN_DIR [RUN_DIR...] [--tta N] --out DIR   # variants
     python benchmarks/generalisation_study.py table RUN_DIR... [--markdown OUT.md] [--csv OUT.csv]
+    python benchmarks/generalisation_study.py docs docs/GENERALISATION.md RUN_DIR...   # rewrite its 3 tables
     python benchmarks/generalisation_study.py bundle RUN_DIR NAME [--ood-n 1500] [--dest DIR]
 
 ``bundle`` installs an evaluated run as a bundled model (``inference.bundled.install_bundled``): fp16 weights,
@@ -254,6 +255,73 @@ def _markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _ci(entry: dict[str, Any] | None) -> str:
+    if not entry or entry.get("value") is None:
+        return ""
+    return f"{entry['value']:.3f} ({entry['low']:.3f}–{entry['high']:.3f})"
+
+
+def ci_table(run_dirs: list[Path]) -> str:
+    """Markdown: the main figures of each run with their 95 % bootstrap intervals."""
+    header = ("| run | val accuracy | val AUC | val specificity | val sensitivity | unseen-site specificity "
+              "| unseen mean p(pneumonia) |")
+    lines = [header, "|---|---|---|---|---|---|---|"]
+    for run_dir in run_dirs:
+        path = run_dir / OUT_DIR / "results.json"
+        if not path.is_file():
+            continue
+        r = json.loads(path.read_text())
+        ci, u = r["validation"]["ci"], r["unseen_site_normals"]
+        per = ci["per_class"]
+        classes = list(per)
+        if len(classes) == 2:
+            spec, sens = _ci(per[classes[1]]["specificity"]), _ci(per[classes[1]]["sensitivity"])
+        else:
+            spec = _ci(per[classes[0]]["sensitivity"])
+            sens = "per class: " + ", ".join(f"{c} {_ci(per[c]['sensitivity'])}" for c in classes[1:])
+        unseen = f"{u['specificity']:.3f} ({u['specificity_ci_low']:.3f}–{u['specificity_ci_high']:.3f})"
+        mean_p = (f"{u['mean_p_pneumonia']:.3f} ({u['mean_p_pneumonia_ci_low']:.3f}–"
+                  f"{u['mean_p_pneumonia_ci_high']:.3f})")
+        cells = [run_dir.name, _ci(ci["accuracy"]), _ci(ci["roc_auc"]), spec, sens, unseen, mean_p]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def stress_table(run_dirs: list[Path]) -> str:
+    """Markdown: per perturbation, each run's lowest accuracy / specificity over the severities measured."""
+    paths = {d.name: d / OUT_DIR / "stress.csv" for d in run_dirs}
+    frames = {name: pd.read_csv(path) for name, path in paths.items() if path.is_file()}
+    if not frames:
+        return ""
+    order = list(dict.fromkeys(next(iter(frames.values()))["perturbation"]))
+    header = "| perturbation | " + " | ".join(f"{name} acc | {name} spec" for name in frames) + " |"
+    lines = [header, "|---|" + "---|---|" * len(frames)]
+    for perturbation in order:
+        cells = []
+        for frame in frames.values():
+            rows = frame.loc[frame["perturbation"].eq(perturbation)]
+            cells += [f"{rows['accuracy'].min():.3f}", f"{rows['specificity'].min():.3f}"] if len(rows) else ["", ""]
+        label = "(clean)" if perturbation == "none" else perturbation
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_docs(markdown: Path, run_dirs: list[Path]) -> None:
+    """Replace the RESULTS / CI / STRESS tables between their BEGIN / END markers in ``markdown``."""
+    text = markdown.read_text(encoding="utf-8")
+    results = table(run_dirs).drop(columns=["val_sens_0.5", "stress_worst", "stress_worst_acc"])
+    results = results.rename(columns={"unseen_mean_p": "unseen_mean_p(pn.)", "res_mean_abs_dp": "res_\\|Δp\\|"})
+    tables = {"RESULTS_TABLE": _markdown(results), "CI_TABLE": ci_table(run_dirs),
+              "STRESS_TABLE": stress_table(run_dirs)}
+    for name, body in tables.items():
+        begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
+        if begin not in text or end not in text:
+            raise SystemExit(f"{markdown} has no {begin} ... {end} markers")
+        head, rest = text.split(begin, 1)
+        text = head + begin + "\n" + body + "\n" + end + rest.split(end, 1)[1]
+    markdown.write_text(text, encoding="utf-8")
+
+
 def card_notes(run_dir: Path) -> list[str]:
     """Limitations specific to how this run was trained (read from its config and manifest)."""
     config = _config(run_dir)
@@ -311,13 +379,18 @@ def main() -> None:
     tb.add_argument("run_dirs", type=Path, nargs="+")
     tb.add_argument("--csv", type=Path)
     tb.add_argument("--markdown", type=Path)
+    dc = sub.add_parser("docs", help="rewrite the marked tables of a Markdown file (docs/GENERALISATION.md)")
+    dc.add_argument("markdown", type=Path)
+    dc.add_argument("run_dirs", type=Path, nargs="+")
     bd = sub.add_parser("bundle")
     bd.add_argument("run_dir", type=Path)
     bd.add_argument("name")
     bd.add_argument("--ood-n", type=int, default=1500)
     bd.add_argument("--dest", type=Path)
     args = parser.parse_args()
-    if args.command == "bundle":
+    if args.command == "docs":
+        write_docs(args.markdown, args.run_dirs)
+    elif args.command == "bundle":
         print(json.dumps(bundle(args.run_dir, args.name, args.ood_n, args.dest), indent=2))
     elif args.command == "evaluate":
         started = time.perf_counter()
