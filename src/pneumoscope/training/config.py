@@ -153,7 +153,9 @@ class TrainerConfig(_Section):
     devices: int | Literal["auto"] = "auto"
     num_nodes: int = Field(1, ge=1)
     strategy: str = Field("auto", description="Lightning strategy, e.g. ddp (use torchrun for several processes)")
-    precision: Literal["auto", "32", "bf16", "16"] = "auto"
+    precision: Literal["auto", "32", "bf16", "16"] = Field(
+        "auto", description="auto: bf16 autocast on GPUs and on CPUs with bf16 instructions, fp16 autocast on older "
+                            "GPUs, else fp32")
     channels_last: bool | Literal["auto"] = Field("auto", description="NHWC memory format; auto: on (CPU and GPU)")
     compile: bool = False
     deterministic: bool | Literal["warn"] = "warn"
