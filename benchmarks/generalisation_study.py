@@ -214,6 +214,52 @@ def _preset(run_dir: Path) -> str | None:
     return _config(run_dir).get("preset")
 
 
+def _leaves(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+# Levers outside the presets' keys that a study run may set (shown after the recipe when set).
+LEVER_DEFAULTS: dict[str, Any] = {"data.clahe": False}
+
+
+def recipe(run_dir: Path) -> str:
+    """The current preset whose values the run's config matches, plus the keys where it differs: the name the run
+    was trained under may since have changed meaning (``recommended`` did, docs/GENERALISATION.md)."""
+    from pneumoscope.training.presets import preset_names, preset_values
+
+    config = _leaves(_config(run_dir))
+    best = None
+    for name in preset_names():
+        wanted = _leaves(preset_values(name))
+        diff = [f"{key}={config.get(key)}" for key, value in wanted.items() if config.get(key) != value]
+        if best is None or len(diff) < len(best[1]):
+            best = (name, diff)
+    name, diff = best
+    label = name if not diff else f"{name} but {', '.join(diff)}"
+    extras = [f"{key}={config.get(key)}" for key, default in LEVER_DEFAULTS.items()
+              if config.get(key, default) not in (default, None)]
+    return label + "".join(f" + {extra}" for extra in extras)
+
+
+def _precision(run_dir: Path) -> str:
+    """The precision the run trained in (from its summary: ``auto`` meant fp32 on CPU before bf16 became its CPU
+    default)."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return {"32-true": "fp32", "bf16-mixed": "bf16", "16-mixed": "fp16"}.get(summary.get("precision"), "?")
+
+
+def _first_member(run_dir: Path, results: dict[str, Any]) -> Path:
+    """The run folder of a result (an ensemble's first member: a sibling of the ensemble's folder)."""
+    members = results.get("members") or []
+    return run_dir.parent / Path(members[0]).name if len(members) > 1 else run_dir
+
+
 def table(run_dirs: list[Path]) -> pd.DataFrame:
     """One row per run: validation, proxies and stress summary."""
     rows = []
@@ -228,7 +274,11 @@ def table(run_dirs: list[Path]) -> pd.DataFrame:
         half = v.get("at_0.5", {})
         u, res, s = r["unseen_site_normals"], r["resolution_consistency"], r["stress"]
         rows.append({
-            "run": run_dir.name, "task": r["task"], "preset": r["preset"], "seed": r["seed"],
+            "run": run_dir.name, "task": r["task"], "recipe": recipe(_first_member(run_dir, r)),
+            "seed": "" if r["seed"] is None else str(r["seed"]),  # ensembles have none; keep "0", not "0.000"
+            "px": _config(_first_member(run_dir, r))["data"]["image_size"],
+            "epochs": _config(_first_member(run_dir, r))["trainer"]["epochs"],
+            "precision": _precision(_first_member(run_dir, r)),
             "best_epoch": r["best_epoch"], "train_s": r["train_wall_seconds"],
             "val_acc": main["accuracy"], "val_spec": main["specificity"],
             "val_sens": main.get("sensitivity", main.get("sensitivity_any_pneumonia")), "val_auc": main["roc_auc"],
