@@ -255,9 +255,11 @@ def _precision(run_dir: Path) -> str:
 
 
 def _first_member(run_dir: Path, results: dict[str, Any]) -> Path:
-    """The run folder of a result (an ensemble's first member: a sibling of the ensemble's folder)."""
+    """The run folder of a result; for a variant (ensemble, TTA) its first member, a sibling of the variant's folder."""
     members = results.get("members") or []
-    return run_dir.parent / Path(members[0]).name if len(members) > 1 else run_dir
+    if members and Path(members[0]).name != run_dir.name:
+        return run_dir.parent / Path(members[0]).name
+    return run_dir
 
 
 def table(run_dirs: list[Path]) -> pd.DataFrame:
