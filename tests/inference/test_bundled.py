@@ -1,4 +1,4 @@
-"""The bundled default model (skipped until a trained model folder is installed in pneumoscope/bundled/)."""
+"""The bundled models shipped in the package: every one classifies the full-resolution sample; the default explains."""
 
 from __future__ import annotations
 

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from pneumoscope.errors import DataError, ModelError
+from pneumoscope.evaluation.bootstrap import PER_CLASS_CI_METRICS
 from pneumoscope.evaluation.grid import Grid, cell_failure, is_grid_file, read_cell, read_grid, run_grid
 
 COMPARISON = "comparison"
@@ -129,8 +130,8 @@ def comparison_table(entries: Sequence[dict[str, Any]]) -> pd.DataFrame:
             continue
         _set(frame, i, "accuracy", headline["accuracy"])
         for name, values in headline["per_class"].items():
-            for metric in ("precision", "sensitivity", "f1"):
-                if metric in values:  # older metrics.json: sensitivity only
+            for metric in PER_CLASS_CI_METRICS:
+                if metric in values:  # older metrics.json: sensitivity and specificity only
                     _set(frame, i, f"{name}_{metric}", values[metric])
     return frame[_ordered(frame.columns)]
 

@@ -210,8 +210,10 @@ def _headline(value: Any) -> Markup:
 
 
 def _per_class_row(name: str, intervals: Mapping[str, Any]) -> dict[str, Any]:
+    from pneumoscope.evaluation.bootstrap import PER_CLASS_CI_METRICS
+
     row: dict[str, Any] = {"class": name}
-    for metric in ("precision", "sensitivity", "specificity", "f1"):
+    for metric in PER_CLASS_CI_METRICS:
         if metric in intervals:
             entry = intervals[metric]
             row.update({metric: entry["value"], f"{metric}_low": entry["low"], f"{metric}_high": entry["high"]})
