@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from pneumoscope.errors import ConfigError, PneumoscopeError
+from pneumoscope.files import atomic_write_text
 from pneumoscope.training.config import TrainConfig, deep_merge, parse_override
 
 GRID_KEYS = ("name", "description", "paper", "base", "grid", "cv")
@@ -177,7 +178,7 @@ def run_grid(grid: Grid, out_root: str | Path = "runs", data: Sequence[str | Pat
 
     root = grid.folder(out_root)
     root.mkdir(parents=True, exist_ok=True)
-    (root / "grid.yaml").write_text(grid.source.read_text(encoding="utf-8"), encoding="utf-8")
+    atomic_write_text(root / "grid.yaml", grid.source.read_text(encoding="utf-8"))
     cells = grid.cells()
     configs = [cell_config(grid, cell, data, settings) for cell in cells]  # every cell checked before any trains
     folders = []
@@ -193,9 +194,8 @@ def run_grid(grid: Grid, out_root: str | Path = "runs", data: Sequence[str | Pat
         try:
             run_cell(grid, cell, config, folder, progress, on_epoch)
         except PneumoscopeError as error:  # e.g. ImageNet weights not available offline: the other cells still run
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / FAILED_FILE).write_text(json.dumps({"cell": cell.key, "error": str(error)}, indent=2) + "\n",
-                                              encoding="utf-8")
+            failure = {"cell": cell.key, "error": str(error)}
+            atomic_write_text(folder / FAILED_FILE, json.dumps(failure, indent=2) + "\n")
             say(f"cell {i} of {len(cells)} ({cell.key}) failed: {error}")
     return folders
 
@@ -214,8 +214,8 @@ def run_cell(grid: Grid, cell: Cell, config: TrainConfig, folder: Path, progress
     from pneumoscope.training.run import train
 
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / CELL_FILE).write_text(json.dumps({"grid": grid.name, "cell": cell.key, "values": cell.values},
-                                               indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(folder / CELL_FILE,
+                      json.dumps({"grid": grid.name, "cell": cell.key, "values": cell.values}, indent=2) + "\n")
     if grid.cv_folds is not None:
         cross_validate(config, grid.cv_folds, folder, progress=progress, on_epoch=on_epoch)
         return
