@@ -228,12 +228,12 @@ def _leaves(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 LEVER_DEFAULTS: dict[str, Any] = {"data.clahe": False}
 
 
-def recipe(run_dir: Path) -> str:
-    """The current preset whose values the run's config matches, plus the keys where it differs: the name the run
+def recipe(run_config: dict[str, Any]) -> str:
+    """The current preset whose values a run's config matches, plus the keys where it differs: the name the run
     was trained under may since have changed meaning (``recommended`` did, docs/GENERALISATION.md)."""
     from pneumoscope.training.presets import preset_names, preset_values
 
-    config = _leaves(_config(run_dir))
+    config = _leaves(run_config)
     best = None
     for name in preset_names():
         wanted = _leaves(preset_values(name))
@@ -271,16 +271,16 @@ def table(run_dirs: list[Path]) -> pd.DataFrame:
             print(f"skipped {run_dir}: no {path}")
             continue
         r = json.loads(path.read_text())
+        member = _first_member(run_dir, r)
+        config = _config(member)
         v = r["validation"]
         main = v.get("stored_threshold") or v.get("argmax")
         half = v.get("at_0.5", {})
         u, res, s = r["unseen_site_normals"], r["resolution_consistency"], r["stress"]
         rows.append({
-            "run": run_dir.name, "task": r["task"], "recipe": recipe(_first_member(run_dir, r)),
+            "run": run_dir.name, "task": r["task"], "recipe": recipe(config),
             "seed": "" if r["seed"] is None else str(r["seed"]),  # ensembles have none; keep "0", not "0.000"
-            "px": _config(_first_member(run_dir, r))["data"]["image_size"],
-            "epochs": _config(_first_member(run_dir, r))["trainer"]["epochs"],
-            "precision": _precision(_first_member(run_dir, r)),
+            "px": config["data"]["image_size"], "epochs": config["trainer"]["epochs"], "precision": _precision(member),
             "best_epoch": r["best_epoch"], "train_s": r["train_wall_seconds"],
             "val_acc": main["accuracy"], "val_spec": main["specificity"],
             "val_sens": main.get("sensitivity", main.get("sensitivity_any_pneumonia")), "val_auc": main["roc_auc"],

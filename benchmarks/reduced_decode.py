@@ -20,6 +20,7 @@ from PIL import Image
 
 from pneumoscope.data.imaging import load_image
 from pneumoscope.data.preprocess import preprocess
+from pneumoscope.evaluation.metrics import predict_classes
 from pneumoscope.inference.predictor import Predictor
 from pneumoscope.paths import data_root
 
@@ -35,13 +36,6 @@ def reduced_decode(path: Path, min_side: int) -> np.ndarray:
 def probabilities(predictor: Predictor, images: list[np.ndarray]) -> np.ndarray:
     results = predictor.predict_arrays(images)
     return np.array([[r["probabilities"][c] for c in predictor.classes] for r in results])
-
-
-def decisions(predictor: Predictor, probs: np.ndarray) -> np.ndarray:
-    """Class indices: the stored threshold on p(positive) for binary models, else the arg-max."""
-    if predictor.threshold is None or probs.shape[1] != 2:
-        return probs.argmax(axis=1)
-    return (probs[:, 1] >= predictor.threshold).astype(int)
 
 
 def main() -> None:
@@ -60,7 +54,7 @@ def main() -> None:
         predictor = Predictor.load(name, backend="pytorch")
         size = predictor.image_size
         copy_probs = probabilities(predictor, [load_image(c) for c in copies])
-        copy_labels = decisions(predictor, copy_probs)
+        copy_labels = predict_classes(copy_probs, predictor.threshold)
         modes = {"full": load_image} | {f"reduced >= {k}x{size}": (lambda p, side=k * size: reduced_decode(p, side))
                                         for k in args.oversample}
         reference = None
@@ -72,7 +66,7 @@ def main() -> None:
             reference = prepared if reference is None else reference
             pixel = np.mean([np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(prepared, reference)])
             probs = probabilities(predictor, grey)
-            agree = int((decisions(predictor, probs) == copy_labels).sum())
+            agree = int((predict_classes(probs, predictor.threshold) == copy_labels).sum())
             delta = np.abs(probs - copy_probs).max(axis=1).mean()
             print(f"| {name} | {mode} | {rate:.0f} | {pixel:.2f} | {agree}/{len(originals)} | {delta:.4f} |")
 
