@@ -12,6 +12,7 @@ from pneumoscope.training.augment import (
     adjust_gamma,
     augment_seeded,
     resolution_jitter,
+    unsharp_mask,
 )
 from pneumoscope.training.config import AugmentConfig, resolve_config
 
@@ -86,3 +87,27 @@ def test_crop_and_rotation_move_content(make_xray):
     y = augment_seeded(geometric, x, 1)
     assert y.shape == x.shape
     assert float((y - x).abs().mean()) > 0.01
+
+
+def test_unsharp_mask_raises_edge_contrast_and_keeps_flat_regions():
+    step = torch.zeros(3, 1, 32, 32)
+    step[..., 16:] = 0.6
+    step += 0.2
+    sharpened = unsharp_mask(step, 1.0, 1.0, sigma=2.0, p=1.0)
+    # overshoot on both sides of the edge, flat far from it
+    assert float(sharpened[..., 15].max()) < 0.2 - 0.05 and float(sharpened[..., 16].min()) > 0.8 + 0.05
+    assert torch.allclose(sharpened[..., :4], step[..., :4], atol=1e-4)
+    assert torch.equal(unsharp_mask(step, 1.0, 1.0, sigma=2.0, p=0.0), step)
+
+
+@pytest.mark.parametrize("name", ["framing", "sharpness", "invariant"])
+def test_study_candidate_recipes_load_and_augment(make_xray, name):
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "experiments" / "generalisation" / f"{name}.yaml"
+    config = resolve_config(path)
+    augment = BatchAugment(config.augment, 48)
+    x = batch(make_xray)
+    y = augment_seeded(augment, x, seed=1)
+    assert not augment.is_identity and y.shape == x.shape
+    assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0

@@ -69,6 +69,20 @@ def add_noise(x: torch.Tensor, max_std: float, p: float) -> torch.Tensor:
     return x + torch.randn_like(x) * std
 
 
+def unsharp_mask(x: torch.Tensor, low: float, high: float, sigma: float, p: float) -> torch.Tensor:
+    """Edge enhancement ``x + amount * (x - blur(x))`` with amount ~ U(low, high) per sample, with probability ``p``.
+
+    What vendor post-processing does to a radiograph; the stress test's ``sharpen`` perturbation is the same filter.
+    """
+    from kornia.filters import gaussian_blur2d
+
+    batch = x.shape[0]
+    amount = _uniform(batch, low, high, x.device) * _chosen(batch, p, x.device)
+    kernel = 2 * math.ceil(3 * sigma) + 1
+    blurred = gaussian_blur2d(x, (kernel, kernel), (sigma, sigma), border_type="reflect")
+    return x + amount * (x - blurred)
+
+
 def resolution_jitter(x: torch.Tensor, low: float, high: float, p: float) -> torch.Tensor:
     """Down-sample (anti-aliased) then up-sample back a random subset of the batch, with probability ``p`` each.
 
@@ -145,6 +159,7 @@ class BatchAugment(nn.Module):
         c = self.config
         return not c.enabled or (
             len(self.geometric) == 0 and self.blur is None and c.noise_p == 0 and c.resolution_p == 0
+            and c.sharpen_p == 0
             and (c.distortion == 0 or c.distortion_p == 0)
             and (c.photometric_p == 0 or (c.brightness == 0 and c.contrast == 0 and c.gamma is None))
         )
@@ -170,6 +185,8 @@ class BatchAugment(nn.Module):
         x = x.clamp(0.0, 1.0)
         if self.blur is not None:
             x = self.blur(x)
+        if c.sharpen_p > 0:
+            x = unsharp_mask(x, c.sharpen_amount[0], c.sharpen_amount[1], c.sharpen_sigma, c.sharpen_p).clamp(0.0, 1.0)
         if c.resolution_p > 0:
             x = resolution_jitter(x, c.resolution_scale[0], c.resolution_scale[1], c.resolution_p)
         if c.noise_p > 0:

@@ -82,6 +82,9 @@ class AugmentConfig(_Section):
     gamma: tuple[float, float] | None = None
     blur_p: float = Field(0.0, ge=0.0, le=1.0)
     blur_sigma: tuple[float, float] = (0.1, 1.5)
+    sharpen_p: float = Field(0.0, ge=0.0, le=1.0, description="probability of an unsharp mask (edge enhancement)")
+    sharpen_amount: tuple[float, float] = Field((0.25, 1.5), description="unsharp-mask amount range")
+    sharpen_sigma: float = Field(2.0, gt=0.0, le=10.0, description="unsharp-mask blur sigma, pixels of the input")
     noise_p: float = Field(0.0, ge=0.0, le=1.0)
     noise_std: float = Field(0.03, ge=0.0, lt=1.0, description="largest Gaussian noise std (image in [0, 1])")
     resolution_p: float = Field(0.0, ge=0.0, le=1.0, description="probability of down- then up-sampling")
@@ -89,7 +92,7 @@ class AugmentConfig(_Section):
 
     @model_validator(mode="after")
     def _ranges(self) -> AugmentConfig:
-        for name in ("scale", "crop_scale", "crop_ratio", "gamma", "blur_sigma", "resolution_scale"):
+        for name in ("scale", "crop_scale", "crop_ratio", "gamma", "blur_sigma", "sharpen_amount", "resolution_scale"):
             pair = getattr(self, name)
             if pair is not None and not 0.0 < pair[0] <= pair[1]:
                 raise ValueError(f"{name} must be a range [low, high] with 0 < low <= high, got {list(pair)}")
