@@ -71,8 +71,9 @@ def test_output_contract(image, name, severity):
 @pytest.mark.parametrize("name", RANDOM)
 def test_random_perturbations_depend_on_the_seed(image, name):
     outputs = {perturb(image, name, 3, seed=(7, i)).tobytes() for i in range(8)}
-    # a rotation has two outcomes per severity (clockwise or not); noise and crop position vary with every seed
-    assert len(outputs) == (2 if name == "rotation" else 8)
+    # a rotation has two outcomes per severity (clockwise or not), an aspect change two (which side); noise, crop
+    # position and shift direction vary with every seed
+    assert len(outputs) == (2 if name in ("rotation", "aspect") else 8)
     np.testing.assert_array_equal(perturb(image, name, 3, seed=(7, 2)), perturb(image, name, 3, seed=(7, 2)))
 
 
@@ -161,6 +162,49 @@ def test_crop_zooms_in_by_the_stated_share():
         assert span == pytest.approx(get_perturbation("crop").parameter(severity), abs=0.02)
         spans.append(span)
     assert strictly(spans, increasing=False)
+
+
+def test_zoom_out_shrinks_the_content_into_a_black_frame():
+    white = np.ones((80, 100), np.float32)
+    shares = []
+    for severity, out in zip(SEVERITIES, at_severities(white, "zoom_out")):
+        keep = get_perturbation("zoom_out").parameter(severity)
+        shares.append(float((out > 0.5).mean()))
+        assert shares[-1] == pytest.approx(keep * keep, abs=0.03)
+        assert out[40, 50] == 1.0 and out[0, 0] == 0.0  # centred
+    assert strictly(shares, increasing=False)
+
+
+def test_shift_moves_the_content_by_the_stated_share():
+    dot = np.zeros((100, 100), np.float32)
+    dot[45:55, 45:55] = 1.0
+    for severity, out in zip(SEVERITIES, at_severities(dot, "shift", seed=5)):
+        rows, cols = np.nonzero(out > 0.5)
+        moved = np.hypot(rows.mean() - 49.5, cols.mean() - 49.5) / 100
+        assert moved == pytest.approx(get_perturbation("shift").parameter(severity), abs=0.015)
+        assert out.sum() == pytest.approx(dot.sum())  # moved, not rescaled
+
+
+def test_aspect_stretches_one_side_only():
+    ramp = np.tile(np.linspace(0, 1, 100, dtype=np.float32), (80, 1))
+    for seed in range(6):
+        out = perturb(ramp, "aspect", 5, seed=seed)
+        keep = get_perturbation("aspect").parameter(5)
+        span = float(out[40].max() - out[40].min())
+        # the horizontal ramp loses its ends when the width is cropped, and is unchanged when the height is
+        assert span == pytest.approx(keep, abs=0.02) or np.allclose(out, ramp, atol=1e-5)
+    assert len({perturb(ramp, "aspect", 5, seed=s).tobytes() for s in range(12)}) == 2
+
+
+def test_every_perturbation_has_a_kind_and_kinds_list_them():
+    from pneumoscope.robustness.perturbations import KINDS
+
+    assert {get_perturbation(n).kind for n in list_perturbations()} == set(KINDS)
+    assert sum(len(list_perturbations(kind)) for kind in KINDS) == len(list_perturbations())
+    assert {"rotation", "crop", "zoom_out", "shift", "aspect"} == set(list_perturbations("framing"))
+    assert {"gaussian_blur", "sharpen", "downsample"} == set(list_perturbations("sharpness"))
+    with pytest.raises(ConfigError, match="unknown perturbation kind"):
+        list_perturbations("fog")
 
 
 def test_inversion_is_exact(image):

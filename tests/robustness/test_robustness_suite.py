@@ -54,7 +54,8 @@ def test_suite_writes_every_file_and_the_stress_table(suite_result):
         assert (out / name).is_file(), name
     assert json.loads((out / "robustness.json").read_text()) == result
     table = pd.read_csv(out / "robustness.csv")
-    assert len(table) == 1 + (len(list_perturbations()) - 1) * 2 + 1  # clean, 14 x 2 severities, invert once
+    assert len(table) == 1 + (len(list_perturbations()) - 1) * 2 + 1  # clean, 2 severities each, invert once
+    assert set(result["stress_test"]["by_kind"]) == set(table["kind"].iloc[1:])
     assert result["stress_test"]["n_images"] == table["n"].iloc[0] >= 3
     assert result["stress_test"]["clean_accuracy"] == pytest.approx(table["accuracy"].iloc[0])
     worst = result["stress_test"]["worst"]

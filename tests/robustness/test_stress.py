@@ -95,6 +95,23 @@ def test_every_perturbation_and_severity_gets_one_row(tiny_set):
     assert (brighter["specificity"] <= table.iloc[0]["specificity"]).all()
 
 
+def test_summary_by_kind_averages_each_kind_of_perturbation(tiny_set):
+    from pneumoscope.robustness.perturbations import KINDS
+    from pneumoscope.robustness.stress import summary_by_kind
+
+    images, labels = tiny_set
+    table = stress_test(images, labels, mean_intensity_binary, BINARY, severities=(2, 4), progress=False)
+    summary = summary_by_kind(table)
+    assert set(summary) == set(KINDS)
+    framing = table.loc[table["kind"].eq("framing")]
+    assert summary["framing"]["n_conditions"] == len(framing) == 2 * len(list_perturbations("framing"))
+    assert summary["framing"]["specificity"] == pytest.approx(framing["specificity"].mean())
+    balanced = ((framing["specificity"] + framing["sensitivity"]) / 2).mean()
+    assert summary["framing"]["balanced_accuracy"] == pytest.approx(balanced)
+    # a table written before the kind column existed gets the same summary
+    assert summary_by_kind(table.drop(columns="kind")) == summary
+
+
 def test_results_do_not_depend_on_the_batch_size(tiny_set):
     images, labels = tiny_set
     kwargs = {"perturbations": ["gaussian_noise", "rotation", "crop"], "severities": (2, 5), "seed": 4,

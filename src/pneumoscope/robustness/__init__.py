@@ -5,6 +5,7 @@ consistency) and the stress test. Models enter only as predict functions ``list[
 from __future__ import annotations
 
 from pneumoscope.robustness.perturbations import (
+    KINDS,
     REFERENCE_SIZE,
     SEVERITIES,
     Perturbation,
@@ -25,9 +26,11 @@ from pneumoscope.robustness.stress import (
     pneumonia_probability,
     predicted_classes,
     stress_test,
+    summary_by_kind,
 )
 
 __all__ = [
+    "KINDS",
     "REFERENCE_SIZE",
     "SEVERITIES",
     "STRESS_COLUMNS",
@@ -43,5 +46,6 @@ __all__ = [
     "resolution_consistency",
     "resolution_pairs",
     "stress_test",
+    "summary_by_kind",
     "unseen_site_normals",
 ]

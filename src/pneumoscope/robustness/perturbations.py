@@ -32,7 +32,14 @@ Severities (chosen for what different scanners, post-processing and export pipel
 | downsample      | short side 0.75 0.6 0.5 0.4 0.3 x the reference, then back | low-resolution exports and thumbnails |
 | rotation        | 2 4 6 8 10 degrees, direction from the seed, black corners | patient positioning, scanned films |
 | crop            | keep 0.95 0.9 0.85 0.8 0.75 of each side, position from the seed, zoom back | other collimation / field of view |
+| zoom_out        | content shrunk to 0.92 0.85 0.78 0.7 0.6 of each side, centred, black border | wider field of view: the chest smaller in the frame |
+| shift           | content moved by 0.03 0.06 0.09 0.12 0.15 of the side, direction from the seed, black border | patient off-centre |
+| aspect          | one side (from the seed) cropped to 0.93 0.87 0.8 0.73 0.65 of its length, stretched back | another aspect ratio of the original (squashed copies, other detectors) |
 | invert          | one level: 1 - x                             | a DICOM MONOCHROME1 image read as MONOCHROME2 |
+
+Each perturbation has a *kind*, the groups in which the stress test is summarised and the generalisation study weighs
+it: ``photometric`` (contrast, gamma, brightness), ``framing`` (rotation, crop, zoom_out, shift, aspect),
+``sharpness`` (blur, sharpen, downsample), ``noise`` (Gaussian and Poisson noise, JPEG) and ``inversion``.
 
 Poisson noise works in the attenuation domain: the display value x is taken as the line integral ``mu = 4 x`` (air
 black, bone and mediastinum bright), photons ``~ Poisson(N0 exp(-mu))``, read back as ``-log(counts / N0) / 4`` -
@@ -68,6 +75,7 @@ class Perturbation:
     """One acquisition shift: its parameter at each severity (index 0 = severity 1) and how to apply it."""
 
     name: str
+    kind: str
     levels: tuple[Any, ...]
     unit: str
     description: str
@@ -165,6 +173,40 @@ def _crop(image: np.ndarray, keep: float, rng: np.random.Generator) -> np.ndarra
     return cv2.resize(window, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
+def _placed(image: np.ndarray, content: np.ndarray, top: int, left: int) -> np.ndarray:
+    """``content`` pasted on a black canvas of ``image``'s shape at (``top``, ``left``), clipped to the canvas."""
+    canvas = np.zeros_like(image)
+    height, width = image.shape
+    rows = slice(max(0, top), min(height, top + content.shape[0]))
+    cols = slice(max(0, left), min(width, left + content.shape[1]))
+    canvas[rows, cols] = content[rows.start - top:rows.stop - top, cols.start - left:cols.stop - left]
+    return canvas
+
+
+def _zoom_out(image: np.ndarray, factor: float, rng: np.random.Generator) -> np.ndarray:
+    height, width = image.shape
+    small = cv2.resize(image, (max(1, round(width * factor)), max(1, round(height * factor))),
+                       interpolation=cv2.INTER_AREA)
+    return _placed(image, small, (height - small.shape[0]) // 2, (width - small.shape[1]) // 2)
+
+
+def _shift(image: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    height, width = image.shape
+    angle = rng.uniform(0.0, 2.0 * np.pi)
+    return _placed(image, image, round(np.sin(angle) * fraction * height), round(np.cos(angle) * fraction * width))
+
+
+def _aspect(image: np.ndarray, keep: float, rng: np.random.Generator) -> np.ndarray:
+    height, width = image.shape
+    if rng.random() < 0.5:
+        kept = max(1, round(width * keep))
+        window = image[:, (width - kept) // 2:(width - kept) // 2 + kept]
+    else:
+        kept = max(1, round(height * keep))
+        window = image[(height - kept) // 2:(height - kept) // 2 + kept, :]
+    return cv2.resize(window, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
 def _invert(image: np.ndarray, enabled: bool, rng: np.random.Generator) -> np.ndarray:
     return 1.0 - image
 
@@ -176,43 +218,54 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
 _REGISTRY: dict[str, Perturbation] = {
     p.name: p
     for p in (
-        Perturbation("contrast_down", (0.85, 0.75, 0.65, 0.55, 0.45), "factor about the mean",
+        Perturbation("contrast_down", "photometric", (0.85, 0.75, 0.65, 0.55, 0.45), "factor about the mean",
                      "lower contrast (flat LUT, scatter, over-exposure)", False, _contrast),
-        Perturbation("contrast_up", (1.1, 1.2, 1.3, 1.45, 1.6), "factor about the mean",
+        Perturbation("contrast_up", "photometric", (1.1, 1.2, 1.3, 1.45, 1.6), "factor about the mean",
                      "higher contrast (hard windowing), clipped", False, _contrast),
-        Perturbation("gamma_down", (0.87, 0.77, 0.67, 0.57, 0.5), "gamma",
+        Perturbation("gamma_down", "photometric", (0.87, 0.77, 0.67, 0.57, 0.5), "gamma",
                      "gamma < 1: brighter mid-tones (another display LUT)", False, _gamma),
-        Perturbation("gamma_up", (1.15, 1.3, 1.5, 1.75, 2.0), "gamma",
+        Perturbation("gamma_up", "photometric", (1.15, 1.3, 1.5, 1.75, 2.0), "gamma",
                      "gamma > 1: darker mid-tones (another display LUT)", False, _gamma),
-        Perturbation("brightness_down", (-0.03, -0.06, -0.1, -0.14, -0.18), "offset",
+        Perturbation("brightness_down", "photometric", (-0.03, -0.06, -0.1, -0.14, -0.18), "offset",
                      "darker (window level moved at export)", False, _brightness),
-        Perturbation("brightness_up", (0.03, 0.06, 0.1, 0.14, 0.18), "offset",
+        Perturbation("brightness_up", "photometric", (0.03, 0.06, 0.1, 0.14, 0.18), "offset",
                      "brighter (window level moved at export)", False, _brightness),
-        Perturbation("gaussian_blur", (0.5, 0.75, 1.0, 1.5, 2.0), "sigma, reference px",
+        Perturbation("gaussian_blur", "sharpness", (0.5, 0.75, 1.0, 1.5, 2.0), "sigma, reference px",
                      "blur (detector MTF, motion, smoothing)", False, _gaussian_blur),
-        Perturbation("sharpen", (0.25, 0.5, 0.75, 1.0, 1.5), "unsharp-mask amount (sigma 2 reference px)",
+        Perturbation("sharpen", "sharpness", (0.25, 0.5, 0.75, 1.0, 1.5), "unsharp-mask amount (sigma 2 reference px)",
                      "vendor edge enhancement", False, _sharpen),
-        Perturbation("gaussian_noise", (0.01, 0.015, 0.025, 0.035, 0.05), "std per stored pixel",
+        Perturbation("gaussian_noise", "noise", (0.01, 0.015, 0.025, 0.035, 0.05), "std per stored pixel",
                      "additive Gaussian noise (electronics, scanned film)", True, _gaussian_noise),
-        Perturbation("poisson_noise", (10000, 5000, 2500, 1200, 600), "photons per stored pixel",
+        Perturbation("poisson_noise", "noise", (10000, 5000, 2500, 1200, 600), "photons per stored pixel",
                      "quantum noise of a low-dose exposure", True, _poisson_noise),
-        Perturbation("jpeg", (70, 50, 30, 20, 10), "JPEG quality",
+        Perturbation("jpeg", "noise", (70, 50, 30, 20, 10), "JPEG quality",
                      "lossy JPEG re-encoding (PACS / web exports)", False, _jpeg),
-        Perturbation("downsample", (0.75, 0.6, 0.5, 0.4, 0.3), "short side x reference size",
+        Perturbation("downsample", "sharpness", (0.75, 0.6, 0.5, 0.4, 0.3), "short side x reference size",
                      "down-sampling then up-sampling back (low-resolution export)", False, _downsample),
-        Perturbation("rotation", (2.0, 4.0, 6.0, 8.0, 10.0), "degrees (direction from the seed)",
+        Perturbation("rotation", "framing", (2.0, 4.0, 6.0, 8.0, 10.0), "degrees (direction from the seed)",
                      "small rotation with black corners (positioning)", True, _rotation),
-        Perturbation("crop", (0.95, 0.9, 0.85, 0.8, 0.75), "share of each side kept",
+        Perturbation("crop", "framing", (0.95, 0.9, 0.85, 0.8, 0.75), "share of each side kept",
                      "tighter field of view, zoomed back to size", True, _crop),
-        Perturbation("invert", (True,), "-",
+        Perturbation("zoom_out", "framing", (0.92, 0.85, 0.78, 0.7, 0.6), "share of each side the content keeps",
+                     "wider field of view: the image shrunk in a black frame", False, _zoom_out),
+        Perturbation("shift", "framing", (0.03, 0.06, 0.09, 0.12, 0.15), "share of the side (direction from the seed)",
+                     "off-centre: the image moved, black border", True, _shift),
+        Perturbation("aspect", "framing", (0.93, 0.87, 0.8, 0.73, 0.65), "share of one side kept (side from the seed)",
+                     "another aspect ratio: one side cropped and stretched back", True, _aspect),
+        Perturbation("invert", "inversion", (True,), "-",
                      "inverted intensities (MONOCHROME1 read as MONOCHROME2)", False, _invert),
     )
 }
 
 
-def list_perturbations() -> list[str]:
-    """Names of all registered perturbations, in registry order."""
-    return list(_REGISTRY)
+KINDS: tuple[str, ...] = ("photometric", "framing", "sharpness", "noise", "inversion")
+
+
+def list_perturbations(kind: str | None = None) -> list[str]:
+    """Names of the registered perturbations (of one ``kind``, when given), in registry order."""
+    if kind is not None and kind not in KINDS:
+        raise ConfigError(f"unknown perturbation kind {kind!r}.", fix=f"use one of: {', '.join(KINDS)}.")
+    return [name for name, p in _REGISTRY.items() if kind is None or p.kind == kind]
 
 
 def get_perturbation(name: str) -> Perturbation:
@@ -225,9 +278,9 @@ def get_perturbation(name: str) -> Perturbation:
 
 
 def describe_perturbations() -> list[dict[str, Any]]:
-    """One row per perturbation and severity (name, severity, parameter, unit, description), for reports."""
+    """One row per perturbation and severity (name, kind, severity, parameter, unit, description), for reports."""
     return [
-        {"perturbation": p.name, "severity": s, "parameter": p.parameter(s), "unit": p.unit,
+        {"perturbation": p.name, "kind": p.kind, "severity": s, "parameter": p.parameter(s), "unit": p.unit,
          "description": p.description}
         for p in _REGISTRY.values() for s in p.severities
     ]

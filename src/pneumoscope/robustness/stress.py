@@ -25,7 +25,7 @@ PredictFn = Callable[[list[np.ndarray]], np.ndarray]
 
 CLEAN = "none"
 STRESS_COLUMNS = (
-    "perturbation", "severity", "parameter", "accuracy", "specificity", "sensitivity",
+    "perturbation", "kind", "severity", "parameter", "accuracy", "specificity", "sensitivity",
     "mean_p_pneumonia_normals", "auc", "flip_rate", "n", "n_normal", "n_pneumonia",
 )
 
@@ -182,12 +182,28 @@ def stress_test(
 
         clean = run(CLEAN, 0)
         reference = predicted_classes(clean, threshold)
-        rows.append({"perturbation": CLEAN, "severity": 0, "parameter": "",
+        rows.append({"perturbation": CLEAN, "kind": CLEAN, "severity": 0, "parameter": "",
                      **stress_metrics(y, clean, threshold)})
         for name, severity in plan:
             bar.update(task, description=f"stress test: {name} {severity}")
             probs = run(name, severity)
-            rows.append({"perturbation": name, "severity": severity,
+            rows.append({"perturbation": name, "kind": get_perturbation(name).kind, "severity": severity,
                          "parameter": str(get_perturbation(name).parameter(severity)),
                          **stress_metrics(y, probs, threshold, reference)})
     return pd.DataFrame(rows, columns=list(STRESS_COLUMNS))
+
+
+def summary_by_kind(table: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Per perturbation kind (``perturbations.KINDS``): the mean accuracy, specificity, sensitivity and balanced
+    accuracy over that kind's perturbed rows of a ``stress_test`` table, and how many rows they are."""
+    kinds = table["kind"] if "kind" in table else table["perturbation"].map(
+        lambda name: CLEAN if name == CLEAN else get_perturbation(name).kind)
+    shifted = table.assign(kind=kinds).loc[lambda t: t["kind"].ne(CLEAN)]
+    summary = {}
+    for kind, rows in shifted.groupby("kind", sort=False):
+        balanced = (rows["specificity"] + rows["sensitivity"]) / 2.0
+        summary[str(kind)] = {"accuracy": float(rows["accuracy"].mean()),
+                              "specificity": float(rows["specificity"].mean()),
+                              "sensitivity": float(rows["sensitivity"].mean()),
+                              "balanced_accuracy": float(balanced.mean()), "n_conditions": int(len(rows))}
+    return summary

@@ -20,6 +20,7 @@ import pandas as pd
 from pneumoscope.errors import DataError, PneumoscopeError
 from pneumoscope.evaluation.runs import LoadedRun, RunModel
 from pneumoscope.robustness.perturbations import SEVERITIES
+from pneumoscope.robustness.stress import stress_test, summary_by_kind
 
 DEFAULT_SEVERITIES: tuple[int, ...] = (1, 3, 5)
 DEFAULT_STRESS_IMAGES = 100
@@ -86,7 +87,6 @@ def run_robustness(run: LoadedRun, out_dir: str | Path, *, data_root: str | Path
     ``strict``: a missing proxy folder is an error (as for ``pneumoscope robustness``) rather than a skipped check
     with its reason (as inside ``pneumoscope evaluate``).
     """
-    from pneumoscope.robustness.stress import stress_test
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -132,6 +132,7 @@ def _stress_summary(table: pd.DataFrame, rows: pd.DataFrame) -> dict[str, Any]:
     if not shifted.empty:
         summary["mean_accuracy_shifted"] = float(shifted["accuracy"].mean())
         summary["mean_specificity_shifted"] = float(shifted["specificity"].mean())
+        summary["by_kind"] = summary_by_kind(table)
     return summary
 
 
