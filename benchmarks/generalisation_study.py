@@ -4,6 +4,9 @@
     python benchmarks/generalisation_study.py evaluate RUN_DIR [RUN_DIR...] [--tta N] --out DIR   # variants
     python benchmarks/generalisation_study.py table RUN_DIR... [--markdown OUT.md] [--csv OUT.csv]
     python benchmarks/generalisation_study.py docs docs/GENERALISATION.md RUN_DIR...   # rewrite its 3 tables
+    python benchmarks/generalisation_study.py docs docs/GENERALISATION.md --prefix FULLSIZE_ RUN_DIR...
+    python benchmarks/generalisation_study.py rank RUN_DIR... [--csv OUT.csv]      # the selection rule
+    python benchmarks/generalisation_study.py record RUN_DIR... --dest docs/generalisation-runs
     python benchmarks/generalisation_study.py bundle RUN_DIR NAME [--ood-n 1500] [--dest DIR]
 
 ``bundle`` installs an evaluated run as a bundled model (``inference.bundled.install_bundled``): fp16 weights,
@@ -16,7 +19,10 @@ at 0.5 with patient-bootstrap CIs, the unseen-site-normals and resolution-consis
 predicted as the mean of N views (``pneumoscope predict --tta``; the stored threshold is kept), and with several run
 folders (trained on the same split) as the mean of their calibrated probabilities, at a Youden threshold chosen on the
 ensemble's validation probabilities; such variants need ``--out DIR`` (written to ``DIR/generalisation``).
-``table`` gathers several runs or variants into one table (CSV and Markdown). Models are read with ``inference.Predictor`` (the same preprocessing as predict);
+``table`` gathers several runs or variants into one table (CSV and Markdown); ``rank`` applies the full-size study's
+selection rule (``pneumoscope.evaluation.ranking``) to them; ``record`` copies the small files of evaluated runs (config, summary,
+metrics, results, stress table) into a folder kept in the repository, from which ``table``, ``rank`` and ``docs``
+work as from the run folders. Models are read with ``inference.Predictor`` (the same preprocessing as predict);
 the proxies and the stress test are ``pneumoscope.robustness``'s.
 """
 
@@ -34,9 +40,10 @@ import pandas as pd
 from pneumoscope.data.imaging import load_image
 from pneumoscope.evaluation.bootstrap import headline_with_ci
 from pneumoscope.evaluation.metrics import classification_metrics
+from pneumoscope.evaluation.ranking import PROXIES, score_runs
 from pneumoscope.evaluation.threshold import choose_threshold
 from pneumoscope.inference.predictor import Predictor
-from pneumoscope.robustness import resolution_consistency, stress_test, unseen_site_normals
+from pneumoscope.robustness import resolution_consistency, stress_test, summary_by_kind, unseen_site_normals
 from pneumoscope.tasks import label_column
 
 OUT_DIR = "generalisation"
@@ -138,6 +145,7 @@ def stress_summary(stress: pd.DataFrame) -> dict[str, Any]:
     no_invert = perturbed.loc[perturbed["perturbation"].ne("invert")]
     summary["mean_accuracy_no_invert"] = float(no_invert["accuracy"].mean())
     summary["mean_specificity_no_invert"] = float(no_invert["specificity"].mean())
+    summary["by_kind"] = summary_by_kind(stress)
     return summary
 
 
@@ -262,6 +270,17 @@ def _first_member(run_dir: Path, results: dict[str, Any]) -> Path:
     return run_dir
 
 
+STRESS_KINDS = ("photometric", "framing", "sharpness", "noise")
+
+
+def _by_kind(run_dir: Path, stress: dict[str, Any]) -> dict[str, Any]:
+    """Balanced accuracy per stress kind (from the summary, or from stress.csv for results written before it)."""
+    by_kind = stress.get("by_kind")
+    if by_kind is None:
+        by_kind = summary_by_kind(pd.read_csv(run_dir / OUT_DIR / "stress.csv"))
+    return {f"stress_{k}_bal": by_kind[k]["balanced_accuracy"] if k in by_kind else None for k in STRESS_KINDS}
+
+
 def table(run_dirs: list[Path]) -> pd.DataFrame:
     """One row per run: validation, proxies and stress summary."""
     rows = []
@@ -277,11 +296,13 @@ def table(run_dirs: list[Path]) -> pd.DataFrame:
         main = v.get("stored_threshold") or v.get("argmax")
         half = v.get("at_0.5", {})
         u, res, s = r["unseen_site_normals"], r["resolution_consistency"], r["stress"]
+        summary = json.loads((member / "summary.json").read_text())
         rows.append({
             "run": run_dir.name, "task": r["task"], "recipe": recipe(config),
             "seed": "" if r["seed"] is None else str(r["seed"]),  # ensembles have none; keep "0", not "0.000"
             "px": config["data"]["image_size"], "epochs": config["trainer"]["epochs"], "precision": _precision(member),
             "best_epoch": r["best_epoch"], "train_s": r["train_wall_seconds"],
+            "train_img_s": summary.get("mean_images_per_second"),
             "val_acc": main["accuracy"], "val_spec": main["specificity"],
             "val_sens": main.get("sensitivity", main.get("sensitivity_any_pneumonia")), "val_auc": main["roc_auc"],
             "threshold": v["threshold"], "val_acc_0.5": half.get("accuracy"), "val_spec_0.5": half.get("specificity"),
@@ -291,7 +312,7 @@ def table(run_dirs: list[Path]) -> pd.DataFrame:
             "res_agree": res["agreement"], "res_mean_abs_dp": res["mean_abs_delta_p"],
             "stress_mean_acc": s["mean_accuracy_no_invert"], "stress_mean_spec": s["mean_specificity_no_invert"],
             "stress_worst": s["worst"], "stress_worst_acc": s["worst_accuracy"],
-            "invert_acc": s.get("invert_accuracy"),
+            "invert_acc": s.get("invert_accuracy"), **_by_kind(run_dir, s),
         })
     return pd.DataFrame(rows)
 
@@ -358,14 +379,28 @@ def stress_table(run_dirs: list[Path]) -> str:
     return "\n".join(lines)
 
 
-def write_docs(markdown: Path, run_dirs: list[Path]) -> None:
-    """Replace the RESULTS / CI / STRESS tables between their BEGIN / END markers in ``markdown``."""
+def rank_table(run_dirs: list[Path]) -> pd.DataFrame:
+    """The selection rule applied to the runs of each task: the rule's figures, eligibility, ranks, score, place."""
+    frame = table(run_dirs)
+    parts = [score_runs(rows.set_index("run"), task) for task, rows in frame.groupby("task", sort=False)]
+    keep = ["task", "val_acc", "val_auc", *PROXIES, "eligible", *(f"rank_{c}" for c in PROXIES), "score", "place"]
+    return pd.concat(parts)[keep].reset_index()
+
+
+def write_docs(markdown: Path, run_dirs: list[Path], prefix: str = "") -> None:
+    """Replace the RESULTS / CI / STRESS tables (and, with a prefix, RANK) between their BEGIN / END markers in
+    ``markdown``; ``prefix`` selects another set of markers (``FULLSIZE_RESULTS_TABLE``, ...)."""
     text = markdown.read_text(encoding="utf-8")
     results = table(run_dirs).drop(columns=["val_sens_0.5", "stress_worst", "stress_worst_acc"])
+    if not prefix:  # the reduced study's table, as it was published
+        results = results.drop(columns=["train_img_s", *(f"stress_{k}_bal" for k in STRESS_KINDS)])
     results = results.rename(columns={"unseen_mean_p": "unseen_mean_p(pn.)", "res_mean_abs_dp": "res_\\|Δp\\|"})
     tables = {"RESULTS_TABLE": _markdown(results), "CI_TABLE": ci_table(run_dirs),
               "STRESS_TABLE": stress_table(run_dirs)}
-    for name, body in tables.items():
+    if prefix:
+        tables["RANK_TABLE"] = _markdown(rank_table(run_dirs).rename(columns={"res_mean_abs_dp": "res_\\|Δp\\|"}))
+    for key, body in tables.items():
+        name = prefix + key
         begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
         if begin not in text or end not in text:
             raise SystemExit(f"{markdown} has no {begin} ... {end} markers")
@@ -374,21 +409,40 @@ def write_docs(markdown: Path, run_dirs: list[Path]) -> None:
     markdown.write_text(text, encoding="utf-8")
 
 
+RECORD_FILES = ("config.yaml", "summary.json", "metrics.csv", f"{OUT_DIR}/results.json", f"{OUT_DIR}/stress.csv")
+
+
+def record(run_dirs: list[Path], dest: Path) -> list[Path]:
+    """Copy each evaluated run's small result files (``RECORD_FILES``) to ``dest/<run name>/``."""
+    import shutil
+
+    written = []
+    for run_dir in run_dirs:
+        target = dest / run_dir.name
+        for name in RECORD_FILES:
+            source = run_dir / name
+            if not source.is_file():
+                raise SystemExit(f"{source} is missing: train and evaluate the run first")
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target / name)
+        written.append(target)
+    return written
+
+
 def card_notes(run_dir: Path) -> list[str]:
     """Limitations specific to how this run was trained (read from its config and manifest)."""
     config = _config(run_dir)
     manifest = pd.read_csv(run_dir / "manifest.csv")
     counts = manifest["split"].value_counts()
     return [
-        (f"Trained on CPU at reduced size: {config['model']['name']} ImageNet-pretrained, "
-         f"{config['data']['image_size']} px input, {config['trainer']['epochs']} epochs, preset "
-         f"`{config['preset']}`, seed {config['seed']}. A GPU run at 224 px and more epochs should do better."),
+        (f"Trained on CPU: {config['model']['name']} ImageNet-pretrained, {config['data']['image_size']} px input, "
+         f"{config['trainer']['epochs']} epochs, recipe `{recipe(config)}`, seed {config['seed']}."),
         (f"Trained on the train part of a patient-grouped split of the Kermany train set ({int(counts.get('train', 0))} "
          f"images); the {int(counts.get('val', 0))} validation images chose the epoch, threshold and temperature and "
          "were not trained on. The official Kermany test split was not used."),
         ("Validation images come from the same hospital and period as the training images, so validation figures "
-         "overstate performance elsewhere: a plain recipe lost ~0.25 of specificity on the official test split in "
-         "issue 5's study. Check the proxies above before trusting a figure."),
+         "overstate performance elsewhere: a plain recipe lost ~0.25 of specificity on a later acquisition batch of the "
+         "same hospital. Check the proxies above before trusting a figure."),
     ]
 
 
@@ -434,6 +488,13 @@ def main() -> None:
     dc = sub.add_parser("docs", help="rewrite the marked tables of a Markdown file (docs/GENERALISATION.md)")
     dc.add_argument("markdown", type=Path)
     dc.add_argument("run_dirs", type=Path, nargs="+")
+    dc.add_argument("--prefix", default="", help="marker prefix, e.g. FULLSIZE_ for the full-size study's tables")
+    rk = sub.add_parser("rank", help="the full-size study's selection rule")
+    rk.add_argument("run_dirs", type=Path, nargs="+")
+    rk.add_argument("--csv", type=Path)
+    rc = sub.add_parser("record", help="copy evaluated runs' small result files into a folder kept in git")
+    rc.add_argument("run_dirs", type=Path, nargs="+")
+    rc.add_argument("--dest", type=Path, required=True)
     bd = sub.add_parser("bundle")
     bd.add_argument("run_dir", type=Path)
     bd.add_argument("name")
@@ -441,7 +502,15 @@ def main() -> None:
     bd.add_argument("--dest", type=Path)
     args = parser.parse_args()
     if args.command == "docs":
-        write_docs(args.markdown, args.run_dirs)
+        write_docs(args.markdown, args.run_dirs, args.prefix)
+    elif args.command == "rank":
+        ranked = rank_table(args.run_dirs)
+        if args.csv:
+            ranked.to_csv(args.csv, index=False)
+        print(_markdown(ranked))
+    elif args.command == "record":
+        for folder in record(args.run_dirs, args.dest):
+            print(f"recorded {folder}")
     elif args.command == "bundle":
         print(json.dumps(bundle(args.run_dir, args.name, args.ood_n, args.dest), indent=2))
     elif args.command == "evaluate":

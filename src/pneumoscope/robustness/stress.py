@@ -205,5 +205,5 @@ def summary_by_kind(table: pd.DataFrame) -> dict[str, dict[str, float]]:
         summary[str(kind)] = {"accuracy": float(rows["accuracy"].mean()),
                               "specificity": float(rows["specificity"].mean()),
                               "sensitivity": float(rows["sensitivity"].mean()),
-                              "balanced_accuracy": float(balanced.mean()), "n_conditions": int(len(rows))}
+                              "balanced_accuracy": float(balanced.mean()), "n_conditions": len(rows)}
     return summary
