@@ -107,16 +107,16 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def report(figures: dict[str, Any]) -> str:
-    lines = [f"{figures['model']}, {figures['images']} full-resolution JPEGs, {figures['pairs']} alternating pairs; "
-             f"load {figures['load'][0]} -> {figures['load'][1]}; {figures['date']}", "",
+    lines = [(f"{figures['model']}, {figures['images']} full-resolution JPEGs, {figures['pairs']} alternating pairs; "
+             f"load {figures['load'][0]} -> {figures['load'][1]}; {figures['date']}"), "",
              "| process | wall s (median) | runs | peak MiB (median) |", "|---|---|---|---|"]
     for name, runs in figures["runs"].items():
         m = figures["medians"][name]
         lines.append(f"| {name} | {m['wall']:.2f} | {', '.join(f'{w:.2f}' for w in runs['wall'])} | {m['rss']:.0f} |")
-    lines += ["", f"predict / script: wall {figures['wall_ratio']:.2f} (target <= 1.3), "
+    lines += ["", (f"predict / script: wall {figures['wall_ratio']:.2f} (target <= 1.3), "
                   f"peak memory {figures['rss_ratio']:.2f} (target <= 1.5); same label on "
                   f"{100 * figures['same_label']:.1f} % of the files; single image: "
-                  f"{figures['single_image_wall_s']:.2f} s wall"]
+                  f"{figures['single_image_wall_s']:.2f} s wall")]
     return "\n".join(lines)
 
 
