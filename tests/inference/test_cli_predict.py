@@ -17,6 +17,7 @@ from PIL import Image
 from test_sources import write_dicom
 from typer.testing import CliRunner
 
+from pneumoscope.api import load_model
 from pneumoscope.cli.main import app
 from pneumoscope.cli.predict import ResultWriter, split_model_and_inputs
 from pneumoscope.inference import bundled
@@ -100,7 +101,7 @@ def test_corrupt_and_non_xray_files_among_many(binary_run: Path, image_folder: P
 
 
 def test_results_are_streamed_batch_by_batch(binary_run: Path, image_folder: Path, tmp_path: Path) -> None:
-    predictor = Predictor.load(binary_run)
+    model = load_model(binary_run)
     consumed: list[Path] = []
 
     def lazy_paths():
@@ -109,8 +110,8 @@ def test_results_are_streamed_batch_by_batch(binary_run: Path, image_folder: Pat
             yield path
 
     out = tmp_path / "stream.csv"
-    writer = ResultWriter(out, predictor.classes, with_std=False)
-    rows = predictor.predict_files(lazy_paths(), batch_size=2, workers=1)
+    writer = ResultWriter(out, model.prediction_columns())
+    rows = model.iter_predictions(lazy_paths(), batch_size=2, workers=1)
     for _ in range(2):
         writer.write(next(rows))
     writer.flush()

@@ -18,14 +18,16 @@ def compare_command(
     data: list[Path] = typer.Option(None, "--data", help="Grid: data paths for every cell (override base.data.paths)."),
     settings: list[str] = typer.Option(None, "--set", help="Grid: config override for every cell, e.g. "
                                                            "--set trainer.epochs=1."),
+    log_to: Path = typer.Option(None, "--log-to", help="Tracked run folder: log the comparison files to its "
+                                                       "MLflow run."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars (log-friendly)."),
 ) -> None:
     """Accuracy and per-class precision / sensitivity / F1 per model and strategy, with CIs: CSV, Markdown, HTML.
     A grid file is run first; finished cells are skipped on a re-run."""
+    from pneumoscope.api import compare
     from pneumoscope.cli.common import out as stdout
-    from pneumoscope.evaluation.compare import compare
 
-    paths = compare(targets, out, [str(p) for p in data] if data else None, settings or [],
-                    progress=not no_progress)
-    stdout.print(paths["md"].read_text(encoding="utf-8"), highlight=False, soft_wrap=True)
-    stdout.print(f"results: {', '.join(str(p.resolve()) for p in paths.values())}", highlight=False)
+    result = compare(targets, out=out, data=data or None, overrides=settings or (), progress=not no_progress,
+                     log_to=log_to)
+    stdout.print(result.markdown, highlight=False, soft_wrap=True)
+    stdout.print(f"results: {', '.join(str(p.resolve()) for p in result.files.values())}", highlight=False)

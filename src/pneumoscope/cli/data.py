@@ -29,13 +29,14 @@ def inspect_command(
                                                                        "problems.csv)")] = 20,
 ) -> None:
     """Counts per split × class × source, patients, image sizes, duplicates and unreadable files."""
-    from pneumoscope.data.manifest import build_manifest, save_manifest
-    from pneumoscope.data.summary import inspect_tables, render
+    from pneumoscope.api import read_dataset, summarize_dataset
+    from pneumoscope.data.manifest import save_manifest
+    from pneumoscope.data.summary import render
 
     stdout = _stdout()
 
-    manifest = build_manifest(paths, workers=workers, progress=True)
-    tables = inspect_tables(manifest)
+    manifest = read_dataset(paths, workers=workers, progress=True)
+    tables = summarize_dataset(manifest)
     stdout.print(render(tables["counts"], "Images per source × official split × label (readable images)"))
     stdout.print(render(tables["patients"], "Patients"))
     stdout.print(render(tables["sizes"], "Image sizes (width / height: min / median / max)"))
@@ -61,19 +62,23 @@ def split_command(
                                                                          "without an official test")] = 0.0,
     folds: Annotated[int, typer.Option("--folds", help="cross-validation folds over train+val (0: none)")] = 0,
     seed: Annotated[int, typer.Option("--seed", help="random seed (the same seed gives the same split)")] = 42,
+    max_images: Annotated[int | None, typer.Option("--max-images", help="first take a patient-grouped, "
+                                                                         "class-stratified subsample of about N "
+                                                                         "images (quick experiments)")] = None,
     workers: Annotated[int | None, typer.Option("--workers", help=_WORKERS_HELP)] = None,
 ) -> None:
     """Patient-grouped, class-stratified splits (and folds); writes OUT/manifest.csv and prints the split table."""
+    from pneumoscope.api import read_dataset, split_dataset
     from pneumoscope.cli.common import console
-    from pneumoscope.data.manifest import build_manifest, save_manifest
-    from pneumoscope.data.splits import assign_splits
+    from pneumoscope.data.manifest import save_manifest
     from pneumoscope.data.summary import fold_table, problem_table, render, split_table
     from pneumoscope.tasks import task_classes
 
     task_classes(task)  # unknown task: ConfigError before any work
     stdout = _stdout()
-    manifest = build_manifest(paths, workers=workers, progress=True)
-    manifest = assign_splits(manifest, task, val_fraction, seed, folds=folds, test_fraction=test_fraction)
+    manifest = read_dataset(paths, workers=workers, progress=True)
+    manifest = split_dataset(manifest, task, val_fraction=val_fraction, test_fraction=test_fraction, folds=folds,
+                             seed=seed, max_images=max_images)
     written = save_manifest(manifest, out)
     splits = split_table(manifest, task)
     stdout.print(render(splits, f"Splits for task {task} (seed {seed}): images per class, patients"))

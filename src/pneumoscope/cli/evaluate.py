@@ -34,18 +34,21 @@ def evaluate_command(
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the 95 % CIs."),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
+    log_to: Path = typer.Option(None, "--log-to", help="Tracked run folder (trained with tracking.loggers "
+                                                       "mlflow / tensorboard, usually RUN_DIR itself): log the "
+                                                       "metrics with CIs and the report to its MLflow run / "
+                                                       "TensorBoard log."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars (log-friendly)."),
 ) -> None:
     """Score a trained run on any labelled data and write metrics.json, predictions.csv and report.html."""
-    from pneumoscope.evaluation.evaluate import evaluate, read_metrics
+    from pneumoscope.api import evaluate
     from pneumoscope.robustness.suite import parse_severities
 
-    folder = evaluate(run_dir, [str(p) for p in data] if data else None, split, out, proxies=proxies,
-                      max_images=max_images, skip_unknown_labels=skip_unknown_labels, n_boot=bootstrap,
-                      stress_images=stress_images, severities=parse_severities(severities) if severities else None,
-                      proxy_images=proxy_images, data_root=data_root, seed=seed, device=device,
-                      progress=not no_progress)
-    print_summary(read_metrics(folder), folder)
+    result = evaluate(run_dir, data or None, split=split, out=out, proxies=proxies, max_images=max_images,
+                      skip_unknown_labels=skip_unknown_labels, bootstrap=bootstrap, stress_images=stress_images,
+                      severities=parse_severities(severities) if severities else None, proxy_images=proxy_images,
+                      data_root=data_root, seed=seed, device=device, progress=not no_progress, log_to=log_to)
+    print_summary(result.metrics, result.folder)
 
 
 def print_summary(metrics: dict[str, Any], folder: Path) -> None:

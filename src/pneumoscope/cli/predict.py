@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 if TYPE_CHECKING:
-    from pneumoscope.inference.predictor import Predictor
+    from pneumoscope.api import Model
 
 PREDICT_HELP = """Classify chest X-rays: image files, DICOM files (also without extension) and folders (recursive).
 
@@ -47,19 +47,15 @@ def split_model_and_inputs(args: list[str]) -> tuple[str, list[str]]:
 
 
 class ResultWriter:
-    """Writes prediction rows to CSV, JSON Lines or a JSON array as they come (flushed after every batch)."""
+    """Writes prediction rows (``Model.prediction_columns``) to CSV, JSON Lines or a JSON array as they come."""
 
-    def __init__(self, out: Path, classes: tuple[str, ...], with_std: bool):
+    def __init__(self, out: Path, columns: list[str]):
         from pneumoscope.errors import ConfigError
 
         self.format = {".csv": "csv", ".jsonl": "jsonl", ".json": "json"}.get(out.suffix.lower())
         if self.format is None:
             raise ConfigError("unsupported results format.", path=out, fix="use a .csv, .jsonl or .json file name.")
-        self.classes = classes
-        self.columns = ["path", "label", *[f"p_{c}" for c in classes]]
-        if with_std:
-            self.columns += [f"p_std_{c}" for c in classes]
-        self.columns += ["threshold", "ood", "ood_score", "ood_reason", "error"]
+        self.columns = columns
         out.parent.mkdir(parents=True, exist_ok=True)
         self.handle = open(out, "w", newline="", encoding="utf-8")  # noqa: SIM115 - closed by close()
         self.count = 0
@@ -71,23 +67,10 @@ class ResultWriter:
         elif self.format == "json":
             self.handle.write("[")
 
-    def flat(self, row: dict[str, Any]) -> dict[str, Any]:
-        """One output row from a ``Predictor.predict_files`` dict."""
-        flat: dict[str, Any] = dict.fromkeys(self.columns)
-        flat.update(path=row["path"], error=row.get("error") or None)
-        if "label" in row:
-            flat.update(label=row["label"], threshold=row["threshold"], ood=row["ood"], ood_score=row["ood_score"])
-            flat["ood_reason"] = "; ".join(row.get("ood_reasons", [])) or None
-            for c in self.classes:
-                flat[f"p_{c}"] = round(row["probabilities"][c], 6)
-                if "p_std" in row and f"p_std_{c}" in flat:
-                    flat[f"p_std_{c}"] = round(row["p_std"][c], 6)
-        return flat
-
     def write(self, row: dict[str, Any]) -> None:
         import json
 
-        flat = self.flat(row)
+        flat = {column: row.get(column) for column in self.columns}
         if self.format == "csv":
             self.csv.writerow({k: "" if v is None else v for k, v in flat.items()})
         else:
@@ -109,30 +92,28 @@ class ResultWriter:
 
 
 def run_predict(
-    predictor: Predictor, inputs: list[str], out: Path, batch_size: int, tta: int, workers: int,
-    progress: bool = True,
+    model: Model, inputs: list[str], out: Path, batch_size: int, tta: int, workers: int, progress: bool = True,
 ) -> dict[str, Any]:
     """Predict on every file of ``inputs``, streaming rows into ``out``; returns counts."""
     from collections import Counter
 
-    from pneumoscope.progress import progress_bar
     from pneumoscope.errors import DataError
-    from pneumoscope.inference.sources import count_image_files, iter_image_files
+    from pneumoscope.inference.sources import count_image_files
+    from pneumoscope.progress import progress_bar
 
     total = count_image_files(inputs)
     if total == 0:
         raise DataError(f"no image files found in {', '.join(inputs)}.",
                         fix="pass image files (JPEG, PNG, DICOM...) or folders that contain them.")
-    writer = ResultWriter(out, predictor.classes, with_std=tta > 0)
+    writer = ResultWriter(out, model.prediction_columns(tta))
     labels: Counter[str] = Counter()
     errors = flagged = 0
     try:
         with progress_bar() as bar:
             task = bar.add_task("predict", total=total, visible=progress)
-            for row in predictor.predict_files(iter_image_files(inputs), batch_size=batch_size, tta=tta,
-                                               workers=workers):
+            for row in model.iter_predictions(inputs, batch_size=batch_size, tta=tta, workers=workers):
                 writer.write(row)
-                if row.get("error"):
+                if row["error"]:
                     errors += 1
                 else:
                     labels[row["label"]] += 1
@@ -157,18 +138,18 @@ def predict(
                                 help="auto (onnxruntime when a model.onnx exported from the weights is beside them), "
                                      "pytorch or onnx."),
 ) -> None:
+    from pneumoscope.api import load_model
     from pneumoscope.cli.common import console
     from pneumoscope.errors import DataError
-    from pneumoscope.inference.predictor import Predictor
     from pneumoscope.inference.tta import check_views
 
     check_views(tta)
     model_ref, inputs = split_model_and_inputs(args)
     if not inputs:
         raise DataError("no input given after the model.", fix="pass image files, DICOM files or folders.")
-    predictor = Predictor.load(model_ref, device=device, task=task, backend=backend)
-    console.print(f"model {predictor.model_id} ({predictor.backend}), classes {', '.join(predictor.classes)}")
-    counts = run_predict(predictor, inputs, out, batch_size, tta, workers)
+    model = load_model(model_ref, device=device, task=task, backend=backend)
+    console.print(f"model {model.name} ({model.backend}), classes {', '.join(model.classes)}")
+    counts = run_predict(model, inputs, out, batch_size, tta, workers)
     predicted = counts["images"] - counts["errors"]
     if predicted == 0:
         raise DataError(f"none of the {counts['images']} files could be read; see the error column.", path=out)
@@ -189,35 +170,32 @@ def explain(
     """Grad-CAM / Grad-CAM++ heatmaps: <image>_<method>_<class>_overlay.png and _heatmap.png per image."""
     import json
 
+    from pneumoscope.api import load_model
     from pneumoscope.cli.common import console, track
-    from pneumoscope.errors import DataError, PneumoscopeError
-    from pneumoscope.inference.explain import METHODS, save_explanation
-    from pneumoscope.inference.predictor import Predictor
-    from pneumoscope.inference.sources import iter_image_files, load_input
+    from pneumoscope.errors import ConfigError, DataError, PneumoscopeError
+    from pneumoscope.inference.explain import METHODS
+    from pneumoscope.inference.sources import iter_image_files
 
     if method not in METHODS:
-        from pneumoscope.errors import ConfigError
-
         raise ConfigError(f"unknown method {method!r}.", fix=f"use one of: {', '.join(METHODS)}.")
     model_ref, inputs = split_model_and_inputs(args)
     if not inputs:
         raise DataError("no image given after the model.", fix="pass one or more image files.")
-    predictor = Predictor.load(model_ref, device=device)
+    model = load_model(model_ref, device=device)
     summary, failures = [], 0
     files = list(iter_image_files(inputs))
     for path in track(files, "explain"):
         try:
-            loaded = load_input(path)
-            result = predictor.explain_array(loaded, method=method, target_class=target_class)
+            result = model.explain(path, method=method, target_class=target_class)
         except PneumoscopeError as error:
             if target_class is not None and "unknown class" in str(error):
                 raise
             failures += 1
             summary.append({"path": str(path), "error": str(error)})
             continue
-        written = save_explanation(result, out, path.stem)
-        summary.append({"path": str(path), "label": result["label"], "target_class": result["target_class"],
-                        "probabilities": result["probabilities"], "ood": result["ood"],
+        written = result.save(out, path.stem)
+        summary.append({"path": str(path), "label": result.label, "target_class": result.target_class,
+                        "probabilities": result.probabilities, "ood": result.ood,
                         **{k: str(v) for k, v in written.items()}})
     out.mkdir(parents=True, exist_ok=True)
     (out / "explanations.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
@@ -236,18 +214,16 @@ def export(
                                    "check on them and store it beside the model and in the export."),
 ) -> None:
     """Export a trained model to ONNX (dynamic batch, metadata inside, checked, parity-tested against PyTorch)."""
+    from pneumoscope.api import export_onnx
     from pneumoscope.cli.common import console
     from pneumoscope.errors import ConfigError
-    from pneumoscope.inference.export import FORMATS, calibrate_feature_guard, export_onnx
+    from pneumoscope.inference.export import FORMATS
 
     if format not in FORMATS:
         raise ConfigError(f"unsupported export format {format!r}.", fix=f"use one of: {', '.join(FORMATS)}.")
+    result = export_onnx(model, out, opset=opset, ood_images=list(ood_images) if ood_images else None)
     if ood_images:
-        console.print(f"OOD feature reference → {calibrate_feature_guard(model, list(ood_images))}")
-    if out is None:
-        source = Path(model)
-        out = (source if source.is_dir() else Path.cwd()) / "model.onnx"
-    result = export_onnx(model, out, opset=opset)
+        console.print(f"OOD feature reference fitted on {', '.join(str(p) for p in ood_images)}")
     console.print(f"exported {result.path} ({result.size_bytes / 1e6:.1f} MB, outputs {', '.join(result.outputs)}); "
                   f"max |p_onnx - p_torch| = {result.max_abs_prob_diff:.1e}")
 

@@ -138,7 +138,7 @@ def train_command(
              "epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer, "seed": seed,
              "max_images": max_images, "device": device, "num_workers": _workers(num_workers)}
     if resume is not None:
-        from pneumoscope.training.resume import resume as resume_run
+        from pneumoscope.api import resume as resume_run
 
         given = sorted(k for k, v in flags.items() if v is not None and k not in _RESUME_ALLOWS)
         if given or preset or config or settings or out:
@@ -152,12 +152,10 @@ def train_command(
         run_dir = resume_run(resume, device=device, num_workers=flags["num_workers"], progress=not no_progress,
                              on_epoch=_print_epoch(total))
     else:
-        from pneumoscope.training.config import resolve_config
-        from pneumoscope.training.run import train
-
-        resolved = resolve_config(config, _overrides(flags, settings or []), preset=preset)
+        from pneumoscope.api import make_config, train
         from pneumoscope.cli.common import console
 
+        resolved = make_config(config, preset=preset, overrides=_overrides(flags, settings or []))
         if _is_rank_zero():
             console.print(f"training {resolved.model.name} ({resolved.task}, preset {resolved.preset}, "
                           f"{resolved.data.image_size} px, {resolved.trainer.epochs} epochs)", highlight=False)

@@ -76,7 +76,8 @@ def check_same_config(config: TrainConfig, out_dir: Path) -> None:
 
 
 def same_config(saved: dict[str, Any], config: TrainConfig) -> bool:
-    """True when a saved config computes the same as ``config`` (device and data-loader workers may differ)."""
+    """True when a saved config computes the same as ``config`` (device, data-loader workers and where the run is
+    tracked may differ)."""
     return _what(saved) == _what(config.to_dict())
 
 
@@ -84,6 +85,7 @@ def _what(values: dict[str, Any]) -> dict[str, Any]:
     values = json.loads(json.dumps(values))
     for section, key in _WHERE_KEYS:
         values.get(section, {}).pop(key, None)
+    values.pop("tracking", None)
     return values
 
 

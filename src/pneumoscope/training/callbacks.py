@@ -1,4 +1,5 @@
-"""Lightning callbacks of a training run: the per-epoch record (metrics.csv) and stage-aware early stopping.
+"""Lightning callbacks of a training run: the per-epoch record (metrics.csv, also sent to the experiment loggers)
+and stage-aware early stopping.
 
 The epoch record lives in the checkpoint (the callback's state), and metrics.csv is rewritten from it: after a
 resume the file holds exactly the epochs that the checkpoint holds, each once, whatever moment the kill came at.
@@ -17,6 +18,7 @@ from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.utilities import rank_zero_only
 
 from pneumoscope.files import atomic_write_text
+from pneumoscope.training.tracking import log_epoch
 
 METRIC_COLUMNS = ("epoch", "stage", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds",
                   "images_per_second")
@@ -95,6 +97,7 @@ class EpochRecorder(L.Callback):
         }
         self.rows = [r for r in self.rows if r["epoch"] < row["epoch"]] + [row]
         self._write(trainer)
+        log_epoch(trainer.loggers, row)
         if self.on_epoch is not None and trainer.is_global_zero:
             self.on_epoch(row, trainer)
 

@@ -181,6 +181,26 @@ class EvaluationConfig(_Section):
     temperature: bool = True
 
 
+class TrackingConfig(_Section):
+    """Experiment tracking (``training.tracking``): metrics.csv is always written; TensorBoard and MLflow on request."""
+
+    loggers: list[Literal["csv", "tensorboard", "mlflow"]] = Field(
+        default_factory=lambda: ["csv"], description="csv (the run folder's metrics.csv, always written), "
+                                                     "tensorboard (RUN_DIR/tensorboard/), mlflow")
+    mlflow_uri: str | None = Field(None, description="MLflow: a local folder (its file store) or a tracking URI; "
+                                                     "default $MLFLOW_TRACKING_URI, else ./mlruns")
+    experiment: str = Field("pneumoscope", min_length=1, description="MLflow experiment name")
+    run_name: str | None = Field(None, description="MLflow run name (default: the run folder's name)")
+    evaluate: bool = Field(True, description="after training, score the validation split (bootstrap CIs, report) "
+                                             "and log it with the model card")
+    proxies: bool = Field(True, description="that evaluation runs the generalisation proxies and the stress test")
+
+    @field_validator("loggers")
+    @classmethod
+    def _csv_always(cls, value: list[str]) -> list[str]:
+        return ["csv", *dict.fromkeys(name for name in value if name != "csv")]
+
+
 class TrainConfig(_Section):
     """The whole configuration of one training run."""
 
@@ -196,6 +216,7 @@ class TrainConfig(_Section):
     strategy: StrategyConfig = Field(default_factory=StrategyConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:

@@ -221,8 +221,9 @@ class ClassifierModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         val_loss = self.val_loss.compute()
         val_acc = self.val_acc.compute()
-        self.log("val_loss", val_loss, prog_bar=True, sync_dist=False)
-        self.log("val_acc", val_acc, prog_bar=True, sync_dist=False)
+        # the experiment loggers get these in the epoch's metrics.csv row (training.tracking), at step = epoch
+        self.log("val_loss", val_loss, prog_bar=True, sync_dist=False, logger=False)
+        self.log("val_acc", val_acc, prog_bar=True, sync_dist=False, logger=False)
         self.epoch_figures.update(val_loss=float(val_loss), val_acc=float(val_acc))
 
     def train_epoch_figures(self) -> dict[str, float]:

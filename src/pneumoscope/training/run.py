@@ -23,6 +23,7 @@ from pneumoscope import __version__
 from pneumoscope.errors import ConfigError, DataError
 from pneumoscope.tasks import label_column, task_classes
 from pneumoscope.training.config import TrainConfig, save_config
+from pneumoscope.training.tracking import experiment_loggers, is_tracked, log_training_result
 
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
@@ -224,7 +225,8 @@ def quiet_lightning() -> None:
         warnings.filterwarnings("ignore", message=pattern)
 
 
-def _trainer(config: TrainConfig, run_dir: Path, accelerator: str, progress: bool, on_epoch: EpochCallback | None):
+def _trainer(config: TrainConfig, run_dir: Path, accelerator: str, progress: bool, on_epoch: EpochCallback | None,
+             loggers: list[Any]):
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 
@@ -257,7 +259,7 @@ def _trainer(config: TrainConfig, run_dir: Path, accelerator: str, progress: boo
         gradient_clip_val=t.gradient_clip,
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
-        logger=False,
+        logger=loggers or False,
         num_sanity_val_steps=0,
         enable_progress_bar=progress,
         enable_model_summary=False,
@@ -267,7 +269,7 @@ def _trainer(config: TrainConfig, run_dir: Path, accelerator: str, progress: boo
 
 
 def _fit(config: TrainConfig, run_dir: Path, manifest, model, accelerator: str, resume_from: Path | None,
-         progress: bool, on_epoch: EpochCallback | None):
+         progress: bool, on_epoch: EpochCallback | None, loggers: list[Any]):
     import torch
 
     from pneumoscope.training.augment import BatchAugment
@@ -290,7 +292,7 @@ def _fit(config: TrainConfig, run_dir: Path, manifest, model, accelerator: str, 
         model = model.to(memory_format=torch.channels_last)
     module = ClassifierModule(model, config, class_weights=weights,
                               augment=None if augment.is_identity else augment, channels_last=channels_last)
-    trainer = _trainer(config, run_dir, accelerator, progress, on_epoch)
+    trainer = _trainer(config, run_dir, accelerator, progress, on_epoch, loggers)
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
     return trainer, module, datamodule
 
@@ -457,6 +459,8 @@ def _finalize(config, run_dir, trainer, module, datamodule, accelerator, counts,
     summary = _summary(config, run_dir, recorder.rows, operating, counts, accelerator,
                        str(trainer.precision), time.perf_counter() - wall_start, resumed)
     atomic_write_text(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2, default=float) + "\n")
+    if is_tracked(config):
+        log_training_result(run_dir, summary)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -493,18 +497,22 @@ def train(
     L.seed_everything(config.seed, workers=True, verbose=False)
     accelerator = resolve_accelerator(config.trainer.device)
     resolve_precision(config.trainer.precision, accelerator)
+    model = build_model(config)  # fails fast on a bad name or missing weights, before the data work
+    loggers = experiment_loggers(config, run_dir, resuming)  # and so does a tracking store that cannot be reached
     if config.model.name == LOGISTIC_REGRESSION:
         from pneumoscope.training.baseline import train_logistic_regression
 
-        model = build_model(config)
         manifest = build_run_manifest(config, run_dir, resuming, manifest)
         counts = check_task_data(manifest, config.task, _data_name(config))
-        return train_logistic_regression(config, model, run_dir, manifest, counts, wall_start)
-    model = build_model(config)  # fails fast on a bad name or missing weights, before the data work
+        train_logistic_regression(config, model, run_dir, manifest, counts, wall_start)
+        if is_tracked(config):
+            log_training_result(run_dir, json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8")))
+        return run_dir
     manifest = build_run_manifest(config, run_dir, resuming, manifest)
     counts = check_task_data(manifest, config.task, _data_name(config))
     checkpoint = Path(resume_from) if resume_from is not None and Path(resume_from).is_file() else None
-    trainer, module, datamodule = _fit(config, run_dir, manifest, model, accelerator, checkpoint, progress, on_epoch)
+    trainer, module, datamodule = _fit(config, run_dir, manifest, model, accelerator, checkpoint, progress, on_epoch,
+                                       loggers)
     if trainer.is_global_zero:
         _finalize(config, run_dir, trainer, module, datamodule, accelerator, counts, wall_start, checkpoint is not None)
     return run_dir
