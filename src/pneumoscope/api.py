@@ -378,7 +378,10 @@ def evaluate(run: str | Path, data: str | Path | Sequence[str | Path] | None = N
     from pneumoscope.evaluation.evaluate import evaluate as evaluate_run
     from pneumoscope.evaluation.evaluate import read_metrics
     from pneumoscope.robustness.suite import parse_severities
+    from pneumoscope.training.tracking import require_tracked
 
+    if log_to is not None:
+        require_tracked(log_to)  # before the work, not after it
     sources = None if data is None else [str(p) for p in ([data] if isinstance(data, str | Path) else data)]
     folder = evaluate_run(run, sources, split, out, proxies=proxies, max_images=max_images,
                           skip_unknown_labels=skip_unknown_labels, n_boot=bootstrap, stress_images=stress_images,
@@ -444,7 +447,10 @@ def compare(targets: str | Path | Sequence[str | Path], *, out: str | Path | Non
         ['csv', 'html', 'md']
     """
     from pneumoscope.evaluation.compare import compare as compare_runs
+    from pneumoscope.training.tracking import require_tracked
 
+    if log_to is not None:
+        require_tracked(log_to)
     paths = [targets] if isinstance(targets, str | Path) else list(targets)
     files = compare_runs(paths, out, [str(p) for p in data] if data else None, list(overrides), progress=progress)
     if log_to is not None:
@@ -578,6 +584,9 @@ class Model:
             look like a frontal chest X-ray), ``ood_score``, ``ood_reason``, and ``error`` for a file that could not
             be read (its other columns empty).
 
+        Raises:
+            DataError: An input path that does not exist, or an array or object that is not an image.
+
         Example:
             >>> import numpy as np
             >>> import pneumoscope as ps
@@ -588,11 +597,15 @@ class Model:
             >>> round(float(table.loc[0, "p_normal"] + table.loc[0, "p_pneumonia"]), 3)
             1.0
         """
+        from pneumoscope.inference.sources import iter_image_files
+
         items = images if isinstance(images, list | tuple) else [images]
         if all(isinstance(item, str | Path) for item in items):
             rows = list(self.iter_predictions(items, tta=tta, batch_size=batch_size, workers=workers))
-        else:
-            rows = self._predict_in_memory(items, tta, batch_size)
+        else:  # a missing path is an error here too; folders give their files
+            expanded = [file for item in items
+                        for file in (iter_image_files([item]) if isinstance(item, str | Path) else [item])]
+            rows = self._predict_in_memory(expanded, tta, batch_size)
         return pd.DataFrame(rows, columns=self.prediction_columns(tta))
 
     def iter_predictions(self, inputs: Iterable[str | Path], *, tta: int = 0, batch_size: int = 32,

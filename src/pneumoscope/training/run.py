@@ -220,6 +220,7 @@ def quiet_lightning() -> None:
     logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
     for pattern in (".*overridden `on_after_batch_transfer`.*", ".*LeafSpec.*", ".*Checkpoint directory .* exists.*",
                     ".*does not have many workers.*", ".*`isinstance\\(treespec, LeafSpec\\)`.*",
+                    ".*smaller than the logging interval.*",  # small runs with an experiment logger
                     # DDP: the epoch metrics are torchmetrics MeanMetrics, already reduced over processes
                     ".*It is recommended to use `self.log\\('val_.*sync_dist=True.*"):
         warnings.filterwarnings("ignore", message=pattern)

@@ -167,21 +167,27 @@ def read_tracking(run_dir: str | Path) -> dict[str, Any]:
                           fix="restore it, or delete it and log to a new run.") from None
 
 
+def require_tracked(run_dir: str | Path) -> dict[str, Any]:
+    """The tracking.json of a tracked run folder; a ConfigError for a folder that is not tracked."""
+    record = read_tracking(run_dir)
+    if not record.get("tensorboard") and not record.get("mlflow"):
+        raise ConfigError("this run is not tracked (no tracking.json naming an MLflow run or a TensorBoard log).",
+                          path=Path(run_dir), fix="train it with --set tracking.loggers=[csv,mlflow] (or "
+                                                  "tensorboard), or drop --log-to.")
+    return record
+
+
 @contextmanager
 def open_tracked_run(run_dir: str | Path) -> Iterator[TrackedRun]:
     """Reopen the MLflow run / TensorBoard log of a tracked run folder (a ConfigError for an untracked one)."""
     run_dir = Path(run_dir)
-    record = read_tracking(run_dir)
+    record = require_tracked(run_dir)
     loggers: list[Any] = []
     if record.get("tensorboard"):
         loggers.append(_tensorboard_logger(run_dir))
     if record.get("mlflow"):
         saved = record["mlflow"]
         loggers.append(_mlflow_logger(saved["tracking_uri"], saved.get("experiment"), None, saved["run_id"], {}))
-    if not loggers:
-        raise ConfigError("this run is not tracked (no tracking.json naming an MLflow run or a TensorBoard log).",
-                          path=run_dir, fix="train it with --set tracking.loggers=[csv,mlflow] (or tensorboard), "
-                                            "or drop --log-to.")
     run = TrackedRun(loggers)
     try:
         yield run
@@ -227,9 +233,9 @@ def _mlflow_logger(uri: str, experiment: str | None, run_name: str | None, run_i
     if uri.startswith("file:"):
         os.environ.setdefault(MLFLOW_FILE_STORE_ENV, "true")
     logging.getLogger("lightning.pytorch.loggers.mlflow").setLevel(logging.ERROR)  # "Experiment ... Creating it."
-    logger = MLFlowLogger(experiment_name=experiment or "pneumoscope", run_name=run_name, tracking_uri=uri,
-                          tags=tags or None, run_id=run_id)
     try:
+        logger = MLFlowLogger(experiment_name=experiment or "pneumoscope", run_name=run_name, tracking_uri=uri,
+                              tags=tags or None, run_id=run_id)
         _ = logger.experiment  # connect now: a bad URI or store is one clear error before any training
     except Exception as error:  # noqa: BLE001 - MLflow raises its own and transport errors
         raise ConfigError(f"cannot log to MLflow at {uri} ({type(error).__name__}: {str(error)[:300]}).",
