@@ -317,16 +317,18 @@ class Evaluation:
         rows += [(f"sensitivity {name}", values["sensitivity"]) for name, values in per_class.items()]
         if len(per_class) == 2:
             rows.append(("specificity", per_class[list(per_class)[1]]["specificity"]))
-        table = pd.DataFrame([{"figure": name, "value": entry.get("value"), "low": entry.get("low"),
-                               "high": entry.get("high")} for name, entry in rows])
         robustness = self.metrics.get("robustness") or {}
         unseen = robustness.get("unseen_site_normals") or {}
         if unseen.get("specificity") is not None:
-            table.loc[len(table)] = ["unseen-site normals specificity", unseen["specificity"],
-                                     unseen["specificity_ci_low"], unseen["specificity_ci_high"]]
+            rows.append(("unseen-site normals specificity", {"value": unseen["specificity"],
+                                                             "low": unseen["specificity_ci_low"],
+                                                             "high": unseen["specificity_ci_high"]}))
         resolution = robustness.get("resolution_consistency") or {}
         if resolution.get("agreement") is not None:
-            table.loc[len(table)] = ["full-res vs 224 px agreement", resolution["agreement"], None, None]
+            rows.append(("full-res vs 224 px agreement", {"value": resolution["agreement"]}))
+        table = pd.DataFrame([{"figure": name, "value": entry.get("value"), "low": entry.get("low"),
+                               "high": entry.get("high")} for name, entry in rows])
+        table[["value", "low", "high"]] = table[["value", "low", "high"]].astype(float)
         return table.set_index("figure")
 
 

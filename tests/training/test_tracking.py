@@ -159,6 +159,16 @@ def test_a_store_mlflow_refuses_is_one_config_error_before_training(tiny_kermany
     assert not (tmp_path / "run" / "metrics.csv").exists()
 
 
+def test_a_missing_tracking_library_names_the_extra_to_install(tiny_kermany, tmp_path, monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else find_spec(name, *a))
+    with pytest.raises(ConfigError, match=r"pip install 'pneumoscope\[tracking\]'"):
+        ps.train(tracked_config(tiny_kermany, tmp_path / "mlruns", loggers=["mlflow"]), tmp_path / "run",
+                 progress=False)
+
+
 def test_git_commit_outside_a_checkout_is_none(tmp_path):
     assert git_commit(tmp_path) is None
     assert git_commit(Path(__file__).parent) is not None

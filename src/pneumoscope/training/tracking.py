@@ -220,7 +220,17 @@ def git_commit(folder: Path) -> str | None:
     return head.stdout.strip() + ("-dirty" if status.stdout.strip() else "")
 
 
+def _require(module: str, logger: str) -> None:
+    """A ConfigError naming the extra to install when a tracking library is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(f"tracking.loggers names {logger}, but the {module} package is not installed.",
+                          fix="pip install 'pneumoscope[tracking]', or drop it from tracking.loggers.")
+
+
 def _tensorboard_logger(run_dir: Path) -> Any:
+    _require("tensorboard", "tensorboard")
     from lightning.pytorch.loggers import TensorBoardLogger
 
     return TensorBoardLogger(save_dir=str(run_dir), name=TENSORBOARD_DIR, version="", default_hp_metric=False)
@@ -228,6 +238,7 @@ def _tensorboard_logger(run_dir: Path) -> Any:
 
 def _mlflow_logger(uri: str, experiment: str | None, run_name: str | None, run_id: str | None,
                    tags: dict[str, str]) -> Any:
+    _require("mlflow", "mlflow")
     from lightning.pytorch.loggers import MLFlowLogger
 
     if uri.startswith("file:"):
