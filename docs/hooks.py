@@ -9,7 +9,7 @@ import re
 _RELATIVE_LINK = re.compile(r"\[([^\]]+)\]\((\.\./[^)\s]+)\)")
 
 
-def on_page_markdown(markdown: str, page, config, files) -> str:  # noqa: ARG001 - the MkDocs hook signature
+def on_page_markdown(markdown: str, page, config, files) -> str:  # the MkDocs hook signature
     folder = posixpath.dirname(page.file.src_uri)
 
     def outside_docs_as_path(match: re.Match) -> str:

@@ -161,7 +161,8 @@ def make_config(config: TrainConfig | Mapping[str, Any] | str | Path | None = No
 
     Args:
         config: A ``TrainConfig``, a mapping of sections (as in a YAML config file) or the path of a YAML file.
-        preset: ``recommended`` (default), ``plain`` or ``strong``; default: the config's ``preset`` key.
+        preset: ``recommended`` (default), ``plain`` or ``strong``; default: the config's ``preset`` key. A
+            ``TrainConfig`` keeps its own.
         overrides: Sections applied last, e.g. ``{"trainer": {"epochs": 1}}``.
 
     Returns:
@@ -183,11 +184,13 @@ def make_config(config: TrainConfig | Mapping[str, Any] | str | Path | None = No
     if config is None or isinstance(config, str | Path):
         return resolve_config(config, updates, preset=preset)
     if isinstance(config, TrainConfig):
-        if not updates and preset is None:
+        if preset is not None and preset != config.preset:
+            raise ConfigError(f"this TrainConfig is already resolved with preset {config.preset!r}; a preset applies "
+                              "under a config, not over it.",
+                              fix=f"make the config with preset={preset!r} from its source (mapping or YAML file).")
+        if not updates:
             return config
-        values = config.to_dict()
-        preset = preset or values.pop("preset")
-        return resolve_config(None, deep_merge(values, updates), preset=preset)
+        return resolve_config(None, deep_merge(config.to_dict(), updates), preset=config.preset)
     if isinstance(config, Mapping):
         return resolve_config(None, deep_merge(dict(config), updates), preset=preset)
     raise ConfigError(f"a training config is a TrainConfig, a mapping or a YAML file path, not "

@@ -97,7 +97,9 @@ def test_configs_from_an_object_a_mapping_and_a_yaml_file_agree(tmp_path):
     assert from_file == ps.make_config(values) == ps.make_config(ps.make_config(values))
     changed = ps.make_config(from_file, overrides={"optim": {"lr": 0.01}})
     assert changed.optim.lr == 0.01 and changed.task == "3class" and changed.preset == "plain"
-    assert ps.make_config(from_file, preset="strong").preset == "strong"
+    assert ps.make_config(values, preset="strong").augment.crop_scale is not None  # the strong recipe's crop
+    with pytest.raises(ConfigError, match="already resolved with preset 'plain'"):
+        ps.make_config(from_file, preset="strong")
     with pytest.raises(ConfigError, match="TrainConfig, a mapping or a YAML file path"):
         ps.make_config(42)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="config file not found"):

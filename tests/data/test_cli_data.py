@@ -68,6 +68,16 @@ def test_split_writes_manifest_and_prints_table(monkeypatch, capsys, tiny_kerman
     assert (out_dir / "manifest.parquet").is_file() and (out_dir / "folds.csv").is_file()
 
 
+def test_split_max_images_keeps_whole_patients_and_the_official_test(monkeypatch, capsys, tiny_kermany, tmp_path):
+    code, _, err = run_cli(monkeypatch, capsys, "data", "split", str(tiny_kermany), "--max-images", "20",
+                           "--out", str(tmp_path / "small"))
+    assert code == 0, err
+    full = pd.read_csv(tmp_path / "small" / "manifest.csv", keep_default_na=False)
+    pool = full[full["official_split"] != "test"]
+    assert 12 <= len(pool) <= 28 and set(pool["split"]) == {"train", "val"}
+    assert (full["official_split"] == "test").sum() == len(list((tiny_kermany / "test").rglob("*.jpeg")))
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["data", "inspect", "{tmp}/missing"], "data set not found"),
     (["data", "split", "{kermany}", "--task", "7class", "--out", "{tmp}/o"], "unknown task '7class'"),

@@ -37,6 +37,6 @@ def test_the_tutorial_runs_end_to_end_at_tiny_size(real_data: Path, tmp_path: Pa
     assert (run / "eval-val" / "report.html").is_file() and (run / "eval-val" / "unseen_site_normals.csv").is_file()
     assert sorted(p.name.rsplit("_", 1)[-1] for p in (tmp_path / "tutorial" / "cams").iterdir()) == [
         "heatmap.png", "overlay.png"]
-    summary = notebook.cells[[i for i, c in enumerate(notebook.cells) if "result.summary()" in c.source][0]]
+    summary = next(cell for cell in notebook.cells if "result.summary()" in cell.source)
     shown = next(out for out in summary.outputs if out["output_type"] == "execute_result")["data"]["text/plain"]
     assert "unseen-site normals specificity" in shown and "accuracy" in shown

@@ -227,7 +227,7 @@ def quiet_lightning() -> None:
 
 
 def _trainer(config: TrainConfig, run_dir: Path, accelerator: str, progress: bool, on_epoch: EpochCallback | None,
-             loggers: list[Any]):
+             loggers: list[Any] | None = None):
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 
@@ -270,7 +270,7 @@ def _trainer(config: TrainConfig, run_dir: Path, accelerator: str, progress: boo
 
 
 def _fit(config: TrainConfig, run_dir: Path, manifest, model, accelerator: str, resume_from: Path | None,
-         progress: bool, on_epoch: EpochCallback | None, loggers: list[Any]):
+         progress: bool, on_epoch: EpochCallback | None, loggers: list[Any] | None = None):
     import torch
 
     from pneumoscope.training.augment import BatchAugment
