@@ -62,6 +62,7 @@ def experiment_loggers(config: TrainConfig, run_dir: Path, resuming: bool) -> li
     if not is_tracked(config):
         return []
     saved = read_tracking(run_dir) if resuming else {}
+    tags = run_tags(run_dir)
     loggers: list[Any] = []
     record: dict[str, Any] = {}
     if "tensorboard" in config.tracking.loggers:
@@ -69,29 +70,28 @@ def experiment_loggers(config: TrainConfig, run_dir: Path, resuming: bool) -> li
         record["tensorboard"] = TENSORBOARD_DIR
     if "mlflow" in config.tracking.loggers:
         previous = saved.get("mlflow") or {}
-        logger = _mlflow_logger(previous.get("tracking_uri") or mlflow_uri(config.tracking),
-                                config.tracking.experiment, config.tracking.run_name or run_dir.resolve().name,
-                                previous.get("run_id"), run_tags(run_dir))
+        uri = previous.get("tracking_uri") or mlflow_uri(config.tracking)
+        logger = _mlflow_logger(uri, config.tracking.experiment, config.tracking.run_name or run_dir.resolve().name,
+                                previous.get("run_id"), tags)
         loggers.append(logger)
         if _is_global_zero():
-            record["mlflow"] = {"tracking_uri": logger._tracking_uri, "experiment": config.tracking.experiment,
+            record["mlflow"] = {"tracking_uri": uri, "experiment": config.tracking.experiment,
                                 "experiment_id": logger.experiment_id, "run_id": logger.run_id}
     if _is_global_zero():
         atomic_write_text(run_dir / TRACKING_FILE, json.dumps(record, indent=2) + "\n")
         if not resuming:
-            log_config(loggers, config, run_dir)
+            log_config(loggers, config, tags)
     return loggers
 
 
-def log_config(loggers: list[Any], config: TrainConfig, run_dir: Path) -> None:
+def log_config(loggers: list[Any], config: TrainConfig, tags: Mapping[str, str]) -> None:
     """The resolved config as parameters (``section/key``) and as ``config.yaml``; TensorBoard also gets the version and
-    git commits as text (MLflow has them as run tags)."""
+    git commits (``tags``) as text, MLflow has them as run tags."""
     for logger in loggers:
         logger.log_hyperparams(config.to_dict())
     run = TrackedRun(loggers)
     run.log_text("config.yaml", config_to_yaml(config))
-    run.log_text("tags.txt", "\n".join(f"{key}: {value}" for key, value in run_tags(run_dir).items()),
-                 backends=("tensorboard",))
+    run.log_text("tags.txt", "\n".join(f"{key}: {value}" for key, value in tags.items()), backends=("tensorboard",))
 
 
 def log_epoch(loggers: list[Any], row: Mapping[str, Any]) -> None:
