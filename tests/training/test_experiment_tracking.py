@@ -172,3 +172,21 @@ def test_a_missing_tracking_library_names_the_extra_to_install(tiny_kermany, tmp
 def test_git_commit_outside_a_checkout_is_none(tmp_path):
     assert git_commit(tmp_path) is None
     assert git_commit(Path(__file__).parent) is not None
+
+
+def test_the_train_command_says_where_the_run_is_logged(tiny_kermany, tmp_path, isolated_cache):
+    from typer.testing import CliRunner
+
+    from pneumoscope.cli.main import app
+
+    result = CliRunner().invoke(app, [
+        "train", "--data", str(tiny_kermany), "--model", "simple_cnn", "--no-pretrained", "--image-size", "32",
+        "--epochs", "1", "--batch-size", "8", "--device", "cpu", "--num-workers", "0", "--no-progress",
+        "--out", str(tmp_path / "run"), "--set", "tracking.loggers=[csv,tensorboard,mlflow]",
+        "--set", f"tracking.mlflow_uri={tmp_path / 'mlruns'}", "--set", "tracking.evaluate=false"],
+        catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    run_id = read_tracking(tmp_path / "run")["mlflow"]["run_id"]
+    assert f"MLflow run {run_id} (experiment pneumoscope)" in result.output
+    assert f"tensorboard --logdir {(tmp_path / 'run' / 'tensorboard').resolve()}" in result.output
+    assert MlflowClient((tmp_path / "mlruns").as_uri()).get_run(run_id).info.status == "FINISHED"

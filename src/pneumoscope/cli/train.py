@@ -99,6 +99,22 @@ def _print_summary(run_dir: Path) -> None:
         table.add_row("train images/s", f"{summary['mean_images_per_second']:.1f}")
     out.print(table)
     out.print(f"run folder: {run_dir.resolve()}")
+    _print_tracking(run_dir)
+
+
+def _print_tracking(run_dir: Path) -> None:
+    """Where a tracked run is logged."""
+    from pneumoscope.cli.common import out
+    from pneumoscope.training.tracking import read_tracking
+
+    record = read_tracking(run_dir)
+    if record.get("mlflow"):
+        mlflow = record["mlflow"]
+        out.print(f"MLflow run {mlflow['run_id']} (experiment {mlflow['experiment']}) at {mlflow['tracking_uri']}",
+                  highlight=False, soft_wrap=True)
+    if record.get("tensorboard"):
+        out.print(f"TensorBoard: tensorboard --logdir {(run_dir / record['tensorboard']).resolve()}", highlight=False,
+                  soft_wrap=True)
 
 
 def _is_rank_zero() -> bool:

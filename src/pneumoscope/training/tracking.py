@@ -36,7 +36,7 @@ MLFLOW_URI_ENV = "MLFLOW_TRACKING_URI"
 # MLflow 3 refuses its file store unless this is set; a local mlruns folder is what tracking.mlflow_uri means by default
 MLFLOW_FILE_STORE_ENV = "MLFLOW_ALLOW_FILE_STORE"
 RESULT_FILES = ("config.yaml", "summary.json", "model.json", "metrics.csv", "curves.png")
-_TEXT_SUFFIXES = (".md", ".yaml", ".json", ".csv", ".txt")
+_TEXT_SUFFIXES = (".md", ".yaml", ".json", ".txt")  # TensorBoard text; tables (CSV) only as MLflow artefacts
 
 
 def is_tracked(config: TrainConfig) -> bool:
@@ -120,7 +120,8 @@ def log_training_result(run_dir: Path, summary: Mapping[str, Any]) -> None:
 class TrackedRun:
     """A tracked run reopened for logging after the fact: metrics, text and files, to each of its backends.
 
-    TensorBoard has no files: text files are logged as text there, other files only to MLflow.
+    TensorBoard has no files: Markdown, YAML, JSON and text files are logged as text there, others (CSV tables,
+    HTML, PNG) only to MLflow.
     """
 
     def __init__(self, loggers: list[Any]):
