@@ -3,7 +3,7 @@
     python benchmarks/cli_startup.py [--runs 5] [--commands]
 
 Each run is a fresh process of the installed ``pneumoscope`` entry point (interpreter start, imports, help text), as
-a user types it. Target (issue 8): <= 1.0 s. The test ``tests/cli/test_cli_startup.py`` guards the cause (no heavy
+a user types it. Target: <= 1.0 s. The test ``tests/cli/test_cli_startup.py`` guards the cause (no heavy
 library imported for help) without timing; this script gives the figure.
 """
 

@@ -11,7 +11,7 @@ channels) behind the same ``Predictor`` pipeline, exported to ONNX the same way.
 
 Throughput: ``Predictor.predict_files`` at batch 32 (2 decoding threads), after one warm-up batch; best and median
 of ``--repeat`` passes. Latency: one file at a time, decode to result, median and 95th percentile after warm-up.
-Targets (issue 8): >= 40 images/s at batch 32 and <= 100 ms single-image latency on 2 cores, whichever engine is
+Targets: >= 40 images/s at batch 32 and <= 100 ms single-image latency on 2 cores, whichever engine is
 faster.
 """
 

@@ -1,4 +1,4 @@
-"""Generalisation study (issue 5): validation metrics, proxies and stress test of trained run folders.
+"""Generalisation study: validation metrics, proxies and stress test of trained run folders.
 
     python benchmarks/generalisation_study.py evaluate RUN_DIR [--stress-n 200] [--severities 1 3 5]
     python benchmarks/generalisation_study.py evaluate RUN_DIR [RUN_DIR...] [--tta N] --out DIR   # variants

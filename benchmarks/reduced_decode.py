@@ -6,7 +6,7 @@ On the 60 full-resolution Kermany originals (``$PNEUMOSCOPE_DATA/chest_xray_full
 mode (full decode as ``data.imaging.load_image`` does it, and reduced so that both sides stay >= ``oversample`` x
 the model's input size): decode + preprocess images/s (one thread), the mean |pixel difference| of the preprocessed
 input against the full decode, and per model how often the prediction agrees with the prediction on the image's
-224-px copy in ``chest_xray/train`` (the resolution-consistency proxy of issue 5) and the mean max |Δp| to it.
+224-px copy in ``chest_xray/train`` (the resolution-consistency proxy of docs/GENERALISATION.md) and the mean max |Δp| to it.
 """
 
 from __future__ import annotations
