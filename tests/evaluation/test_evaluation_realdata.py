@@ -1,4 +1,4 @@
-"""Issue 4's "done when" on the real data, in CI time: a tiny model trained on a patient-grouped subsample of
+"""The evaluation commands end to end on the real data, in CI time: a tiny model trained on a patient-grouped subsample of
 Kermany, then ``evaluate`` (with the proxies and a small stress test), ``cv`` (3 folds), ``compare`` (2 models ×
 2 strategies, run as a grid) and ``report``; each HTML opened in headless Chromium, every section shown, the
 screenshot not blank."""
