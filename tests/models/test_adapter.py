@@ -12,7 +12,7 @@ from pneumoscope.models.adapter import (
     InputAdapter,
     standardize_per_image,
 )
-from pneumoscope.models.registry import IMAGENET_MEAN, IMAGENET_STD
+from pneumoscope.models.spec import IMAGENET_MEAN, IMAGENET_STD
 
 
 def test_grey_becomes_three_imagenet_normalised_channels() -> None:

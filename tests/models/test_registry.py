@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from pneumoscope.errors import ModelError
 from pneumoscope.models import create_model, get_spec, list_models
-from pneumoscope.models.registry import NORMALISATIONS
+from pneumoscope.models.spec import NORMALISATIONS
 
 EXPECTED = {
     "resnet18", "resnet50", "densenet121", "densenet201", "vgg16", "resnext50_32x4d", "googlenet", "inception_v3",

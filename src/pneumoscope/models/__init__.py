@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pneumoscope.models.registry import HEADS, ModelSpec, create_model, get_spec, list_models
+from pneumoscope.models.registry import create_model, get_spec, list_models
+from pneumoscope.models.spec import HEADS, ModelSpec
 
 if TYPE_CHECKING:
     from pneumoscope.models.adapter import InputAdapter

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pneumoscope.models.registry import ModelSpec
+from pneumoscope.models.spec import ModelSpec
 
 
 class Backbone(nn.Module):

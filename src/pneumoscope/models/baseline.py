@@ -14,19 +14,9 @@ import torch
 from torch import nn
 
 from pneumoscope.errors import DataError, ModelError
-from pneumoscope.models.custom import PixelBackbone
 
 if TYPE_CHECKING:
     from pneumoscope.models.classifier import Classifier
-
-DEFAULT_PIXELS = 32
-
-
-def logistic_regression(pixels: int = DEFAULT_PIXELS) -> tuple[PixelBackbone, None]:
-    """Backbone of the baseline: the image averaged down to ``pixels`` x ``pixels``, flattened."""
-    if pixels < 1:
-        raise ValueError("pixels must be >= 1")
-    return PixelBackbone(pixels), None
 
 
 @torch.no_grad()

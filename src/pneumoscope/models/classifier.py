@@ -12,7 +12,7 @@ from pneumoscope.errors import ModelError
 from pneumoscope.models.adapter import InputAdapter
 from pneumoscope.models.backbones import Backbone
 from pneumoscope.models.heads import build_head
-from pneumoscope.models.registry import ModelSpec
+from pneumoscope.models.spec import ModelSpec
 
 
 class Classifier(nn.Module):

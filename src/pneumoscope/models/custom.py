@@ -15,7 +15,7 @@ from torch import nn
 
 from pneumoscope.models.backbones import Backbone
 from pneumoscope.models.heads import GlobalAvgPool
-from pneumoscope.models.registry import ModelSpec
+from pneumoscope.models.spec import ModelSpec
 
 NativeHead = Callable[[int, float], nn.Module]  # (num_outputs, dropout) -> head
 
@@ -112,6 +112,7 @@ def xraychestnet_v1() -> tuple[Backbone, NativeHead]:
     return backbone, head
 
 
+BASELINE_PIXELS = 32
 ALRELU_KERNELS = (5, 3, 3, 3, 3)
 ALRELU_CHANNELS = (32, 64, 128, 256, 512)
 ALRELU_DROPOUTS = (0.1, 0.2, 0.3, 0.4, 0.5)
@@ -130,6 +131,14 @@ def alrelu_cnn() -> tuple[Backbone, NativeHead]:
                              ALReLU(), nn.Dropout(0.4), nn.Linear(256, num_outputs))
 
     return backbone, head
+
+
+def logistic_regression(pixels: int = BASELINE_PIXELS) -> tuple[Backbone, None]:
+    """Backbone of the logistic-regression baseline: the image averaged down to ``pixels`` x ``pixels``, flattened
+    (fitted by ``models.baseline.fit_logistic_regression``)."""
+    if pixels < 1:
+        raise ValueError("pixels must be >= 1")
+    return PixelBackbone(pixels), None
 
 
 def simple_cnn(channels: Sequence[int] = (32, 64)) -> tuple[Backbone, None]:
@@ -151,13 +160,10 @@ _BUILDERS: dict[str, Callable[..., tuple[Backbone, NativeHead | None]]] = {
     "alrelu_cnn": alrelu_cnn,
     "simple_cnn": simple_cnn,
     "feedforward": feedforward,
+    "logistic_regression": logistic_regression,
 }
 
 
 def build_custom(spec: ModelSpec, options: dict[str, Any]) -> tuple[Backbone, NativeHead | None]:
     """Backbone and native head factory (or None) of the custom network ``spec``."""
-    if spec.name == "logistic_regression":
-        from pneumoscope.models.baseline import logistic_regression
-
-        return logistic_regression(**options)
     return _BUILDERS[spec.name](**options)

@@ -34,7 +34,7 @@ from torch import nn
 
 from pneumoscope.errors import ModelError
 from pneumoscope.models.backbones import Backbone
-from pneumoscope.models.registry import ModelSpec
+from pneumoscope.models.spec import ModelSpec
 from pneumoscope.paths import cache_root
 
 log = logging.getLogger(__name__)
