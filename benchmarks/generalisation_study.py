@@ -20,7 +20,7 @@ predicted as the mean of N views (``pneumoscope predict --tta``; the stored thre
 folders (trained on the same split) as the mean of their calibrated probabilities, at a Youden threshold chosen on the
 ensemble's validation probabilities; such variants need ``--out DIR`` (written to ``DIR/generalisation``).
 ``table`` gathers several runs or variants into one table (CSV and Markdown); ``rank`` applies the full-size study's
-selection rule (``pneumoscope.evaluation.ranking``) to them; ``record`` copies the small files of evaluated runs (config, summary,
+selection rule (``pneumoscope.metrics.ranking``) to them; ``record`` copies the small files of evaluated runs (config, summary,
 metrics, results, stress table) into a folder kept in the repository, from which ``table``, ``rank`` and ``docs``
 work as from the run folders. Models are read with ``inference.Predictor`` (the same preprocessing as predict);
 the proxies and the stress test are ``pneumoscope.robustness``'s.
@@ -38,10 +38,10 @@ import numpy as np
 import pandas as pd
 
 from pneumoscope.data.imaging import load_image
-from pneumoscope.evaluation.bootstrap import headline_with_ci
-from pneumoscope.evaluation.metrics import classification_metrics
-from pneumoscope.evaluation.ranking import PROXIES, score_runs
-from pneumoscope.evaluation.threshold import choose_threshold
+from pneumoscope.metrics.bootstrap import headline_with_ci
+from pneumoscope.metrics.classification import classification_metrics
+from pneumoscope.metrics.ranking import PROXIES, score_runs
+from pneumoscope.metrics.threshold import choose_threshold
 from pneumoscope.inference.predictor import Predictor
 from pneumoscope.robustness import resolution_consistency, stress_test, summary_by_kind, unseen_site_normals
 from pneumoscope.tasks import label_column

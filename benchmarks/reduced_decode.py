@@ -20,7 +20,7 @@ from PIL import Image
 
 from pneumoscope.data.imaging import load_image
 from pneumoscope.data.preprocess import preprocess
-from pneumoscope.evaluation.metrics import predict_classes
+from pneumoscope.metrics.classification import predict_classes
 from pneumoscope.inference.predictor import Predictor
 from pneumoscope.paths import data_root
 

@@ -14,7 +14,7 @@ from eval_helpers import invoke
 from pneumoscope.errors import ConfigError, DataError
 from pneumoscope.evaluation.compare import comparison_table, labels
 from pneumoscope.evaluation.grid import cell_config, read_grid
-from pneumoscope.evaluation.metrics import classification_metrics
+from pneumoscope.metrics.classification import classification_metrics
 
 GRID = {
     "name": "tiny-grid",

@@ -91,7 +91,7 @@ def test_install_bundled_makes_a_complete_small_model_folder(binary_run: Path, t
 
 
 def test_model_card_shows_bootstrap_cis_proxies_stress_and_notes() -> None:
-    from pneumoscope.evaluation.bootstrap import headline_with_ci
+    from pneumoscope.metrics.bootstrap import headline_with_ci
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 200)

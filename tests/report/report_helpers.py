@@ -8,11 +8,11 @@ import pandas as pd
 import torch
 from scipy.special import softmax
 
-from pneumoscope.evaluation.bootstrap import headline_with_ci
-from pneumoscope.evaluation.calibration import calibration_summary
-from pneumoscope.evaluation.metrics import classification_metrics
-from pneumoscope.evaluation.shortcut import shortcut_audit
-from pneumoscope.evaluation.tables import data_summary, per_class_table, per_group_table
+from pneumoscope.metrics.bootstrap import headline_with_ci
+from pneumoscope.metrics.calibration import calibration_summary
+from pneumoscope.metrics.classification import classification_metrics
+from pneumoscope.metrics.shortcut import shortcut_audit
+from pneumoscope.metrics.tables import data_summary, per_class_table, per_group_table
 from pneumoscope.report import plots
 from pneumoscope.report.html import DEFAULT_SPLIT_USES
 

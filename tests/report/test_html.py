@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from pneumoscope.errors import ConfigError, DataError
-from pneumoscope.evaluation.bootstrap import headline_with_ci
-from pneumoscope.evaluation.threshold import operating_point
+from pneumoscope.metrics.bootstrap import headline_with_ci
+from pneumoscope.metrics.threshold import operating_point
 from pneumoscope.report.html import SECTIONS, render_report, write_report
 
 

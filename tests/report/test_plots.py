@@ -10,7 +10,7 @@ from PIL import Image
 from report_helpers import CLASSES, stress_rows, synthetic_predictions, tiny_cnn, training_metrics
 
 from pneumoscope.errors import DataError, ModelError
-from pneumoscope.evaluation.calibration import reliability_curve
+from pneumoscope.metrics.calibration import reliability_curve
 from pneumoscope.report import plots
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from pneumoscope.errors import DataError, ModelError
-from pneumoscope.evaluation.bootstrap import PER_CLASS_CI_METRICS
+from pneumoscope.metrics.bootstrap import PER_CLASS_CI_METRICS
 from pneumoscope.evaluation.grid import Grid, cell_failure, is_grid_file, read_cell, read_grid, run_grid
 
 COMPARISON = "comparison"
@@ -118,7 +118,7 @@ def evaluated_on(metrics: dict[str, Any]) -> str:
 def comparison_table(entries: Sequence[dict[str, Any]]) -> pd.DataFrame:
     """``tables.table_two`` with an ``evaluated_on`` column and CI bounds (``_low`` / ``_high``) where a single
     run's bootstrap gives them."""
-    from pneumoscope.evaluation.tables import table_two
+    from pneumoscope.metrics.tables import table_two
 
     if not entries:
         raise DataError("no results to compare.", fix="pass finished runs.")
@@ -157,7 +157,7 @@ def _ordered(columns: Sequence[str]) -> list[str]:
 
 def write_comparison(frame: pd.DataFrame, out_dir: Path, grid: Grid | None = None) -> dict[str, Path]:
     """comparison.csv / .md / .html in ``out_dir``."""
-    from pneumoscope.evaluation.tables import to_csv, to_markdown
+    from pneumoscope.metrics.tables import to_csv, to_markdown
     from pneumoscope.report.html import write_report
 
     out_dir.mkdir(parents=True, exist_ok=True)

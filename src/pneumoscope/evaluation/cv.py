@@ -158,7 +158,7 @@ def run_fold(config: TrainConfig, manifest: pd.DataFrame, k: int, out_dir: Path,
 def summarise(fold_metrics: list[dict[str, Any]], config: TrainConfig, out_dir: Path) -> dict[str, Any]:
     """cv_folds.csv, cv_summary.csv/.json, cv_per_class.csv and cv_report.html from the folds' metrics.json."""
     from pneumoscope.evaluation.evaluate import write_json
-    from pneumoscope.evaluation.tables import flatten_metrics, fold_summary, pooled_confusion
+    from pneumoscope.metrics.tables import flatten_metrics, fold_summary, pooled_confusion
 
     metrics = [m["metrics"] for m in fold_metrics]
     classes = metrics[0]["classes"]
@@ -185,7 +185,7 @@ def summarise(fold_metrics: list[dict[str, Any]], config: TrainConfig, out_dir: 
 
 def per_class_summary(summary: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
     """One row per class: mean and std (``{metric}_std``) of precision, sensitivity, specificity, F1, AUCs."""
-    from pneumoscope.evaluation.tables import PER_CLASS_METRICS, STD_SUFFIX
+    from pneumoscope.metrics.tables import PER_CLASS_METRICS, STD_SUFFIX
 
     rows = []
     for name in classes:
@@ -201,7 +201,7 @@ def per_class_summary(summary: pd.DataFrame, classes: list[str]) -> pd.DataFrame
 def write_cv_report(result: dict[str, Any], per_fold: pd.DataFrame, per_class: pd.DataFrame, config: TrainConfig,
                     out_dir: Path) -> Path:
     """cv_report.html: mean ± std, per class, per fold, the pooled confusion matrix and the config."""
-    from pneumoscope.evaluation.tables import STD_SUFFIX
+    from pneumoscope.metrics.tables import STD_SUFFIX
     from pneumoscope.report.html import write_report
     from pneumoscope.report.plots import plot_confusion_matrix
 

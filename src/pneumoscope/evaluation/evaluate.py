@@ -109,17 +109,17 @@ def score_selection(run: LoadedRun, selection: Selection, n_boot: int = DEFAULT_
 def compute_metrics(run: LoadedRun, rows: pd.DataFrame, probs: np.ndarray, raw_probs: np.ndarray,
                     n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> dict[str, Any]:
     """Metrics at the stored operating point (and 0.5), bootstrap CIs by patient, calibration, per source."""
-    from pneumoscope.evaluation.bootstrap import headline_with_ci
-    from pneumoscope.evaluation.calibration import (
+    from pneumoscope.metrics.bootstrap import headline_with_ci
+    from pneumoscope.metrics.calibration import (
         brier_score,
         calibration_summary,
         expected_calibration_error,
     )
-    from pneumoscope.evaluation.metrics import classification_metrics
-    from pneumoscope.evaluation.tables import per_group_table
+    from pneumoscope.metrics.classification import classification_metrics
+    from pneumoscope.metrics.tables import per_group_table
 
     classes, threshold = run.classes, run.threshold
-    from pneumoscope.evaluation.metrics import as_labels
+    from pneumoscope.metrics.classification import as_labels
 
     y = as_labels(rows["label"].astype(str).to_numpy(), classes)
     result: dict[str, Any] = {"model": run.describe()}
@@ -178,7 +178,7 @@ def split_uses(run: LoadedRun, selection: Selection) -> dict[str, Any]:
 def shortcut_audits(rows: pd.DataFrame, images: np.ndarray, features: np.ndarray | None,
                     seed: int = 0) -> list[dict[str, Any]]:
     """Source predictability from the pixels and from the model's penultimate features (patient-grouped CV)."""
-    from pneumoscope.evaluation.shortcut import shortcut_audit
+    from pneumoscope.metrics.shortcut import shortcut_audit
 
     sources = rows["source"].astype(str).to_numpy()
     groups = rows["patient_id"].astype(str).to_numpy()
@@ -212,7 +212,7 @@ def _robustness(run: LoadedRun, out_dir: Path, proxies: bool, stress_images: int
 def write_predictions(path: Path, rows: pd.DataFrame, probs: np.ndarray, run: LoadedRun) -> Path:
     """predictions.csv: path, source, patient_id, patient_id_known, label, predicted (stored operating point), correct,
     [predicted_at_0.5], p_<class> for each class, confidence."""
-    from pneumoscope.evaluation.metrics import predict_classes
+    from pneumoscope.metrics.classification import predict_classes
 
     classes = np.array(run.classes)
     frame = rows[["path", "source", "patient_id", "label"]].copy()
@@ -261,7 +261,7 @@ def eval_folders(run_dir: str | Path) -> list[Path]:
 
 def write_json(path: Path, value: dict[str, Any]) -> Path:
     """JSON with NaN/inf as null and numpy values as Python values, written atomically."""
-    from pneumoscope.evaluation.metrics import clean
+    from pneumoscope.metrics.classification import clean
     from pneumoscope.files import atomic_write_text
 
     atomic_write_text(path, json.dumps(clean(value), indent=2, default=str) + "\n")

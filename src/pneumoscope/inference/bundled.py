@@ -131,7 +131,7 @@ def _ci_cell(value: object) -> str:
 def _evaluation_lines(evaluation: dict) -> list[str]:
     """Markdown sections for a generalisation evaluation: validation with bootstrap CIs, proxies, stress test.
 
-    ``evaluation`` holds any of ``validation`` (with ``ci`` from ``evaluation.bootstrap.headline_with_ci``),
+    ``evaluation`` holds any of ``validation`` (with ``ci`` from ``metrics.bootstrap.headline_with_ci``),
     ``unseen_site_normals``, ``resolution_consistency`` (``robustness.proxies`` summaries) and ``stress`` (a summary
     of ``robustness.stress_test``)."""
     lines: list[str] = []

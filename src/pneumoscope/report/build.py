@@ -76,7 +76,7 @@ def evaluation_sections(run: LoadedRun, eval_dir: Path, images: np.ndarray | Non
                         gradcam: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
     """The report's sections (see ``report.html``) and its header facts for one evaluation folder."""
     from pneumoscope.evaluation.evaluate import read_metrics, read_predictions
-    from pneumoscope.evaluation.tables import per_class_table
+    from pneumoscope.metrics.tables import per_class_table
     from pneumoscope.report import plots
 
     metrics = read_metrics(eval_dir)
@@ -128,7 +128,7 @@ def headline_section(run: LoadedRun, metrics: Mapping[str, Any]) -> dict[str, An
 
 def data_summary_section(run: LoadedRun, frame: pd.DataFrame, metrics: Mapping[str, Any]) -> dict[str, Any]:
     """Counts per split (the run's manifest + the evaluated images), per source and patients."""
-    from pneumoscope.evaluation.tables import data_summary
+    from pneumoscope.metrics.tables import data_summary
     from pneumoscope.tasks import label_column
 
     column = label_column(run.task)
@@ -180,7 +180,7 @@ def confident_errors_section(run: LoadedRun, frame: pd.DataFrame, y: np.ndarray,
                              gradcam: bool = True) -> dict[str, Any]:
     """Thumbnails of the most confident errors and, for the first few, Grad-CAM overlays of the predicted class."""
     from pneumoscope.data.imaging import load_image
-    from pneumoscope.evaluation.metrics import most_confident_errors
+    from pneumoscope.metrics.classification import most_confident_errors
     from pneumoscope.report.plots import plot_thumbnails
 
     errors = most_confident_errors(y, probs, run.classes, limit=ERROR_THUMBNAILS, threshold=run.threshold)

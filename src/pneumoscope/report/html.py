@@ -3,16 +3,16 @@
 ``render_report(sections)`` takes a dict of sections; each key below is optional and an absent (or None)
 section is left out, together with its entry in the table of contents. Values:
 
-- ``headline``: ``evaluation.bootstrap.headline_with_ci`` result, or ``{"ci": ..., "operating_points": table,
+- ``headline``: ``metrics.bootstrap.headline_with_ci`` result, or ``{"ci": ..., "operating_points": table,
   "note": str}`` (``operating_points``: e.g. the metrics at the stored threshold and at 0.5).
 - ``splits``: which split was used for what: ``{split: use}`` (see ``DEFAULT_SPLIT_USES``) or ``{"uses": ...,
   "note": str}``.
-- ``data_summary``: ``evaluation.tables.data_summary`` result (+ optional ``notes``: list of str).
+- ``data_summary``: ``metrics.tables.data_summary`` result (+ optional ``notes``: list of str).
 - ``per_class``, ``per_source``: a table (DataFrame or list of row dicts) or ``{"table": ..., "note": str}``.
 - ``confusion_matrix``, ``roc_pr``, ``training_curves``, ``confident_errors``: PNG bytes, a PNG path, or
   ``{"png": ..., "pngs": [more PNGs], "caption": str, "note": str}``.
 - ``calibration``: ``{"png": ..., "ece": float, "brier": float, "temperature": float, ...}``.
-- ``shortcut_audit``: ``evaluation.shortcut.shortcut_audit`` result, or a list of them (e.g. pixels and
+- ``shortcut_audit``: ``metrics.shortcut.shortcut_audit`` result, or a list of them (e.g. pixels and
   features); a flagged risk is shown in red.
 - ``generalisation``: ``{"unseen_site_normals": summary, "resolution_consistency": summary, "note": str}``
   (the summaries of ``robustness.proxies``).
@@ -101,7 +101,7 @@ def table(value: Any, caption: str | None = None) -> Markup:
     """An HTML table from a DataFrame or a list of row dicts (numbers formatted; undefined shown as –)."""
     import pandas as pd
 
-    from pneumoscope.evaluation.tables import to_html
+    from pneumoscope.metrics.tables import to_html
 
     frame = value if isinstance(value, pd.DataFrame) else pd.DataFrame(list(value))
     return Markup(f'<div class="table-wrap">{to_html(frame, caption=caption)}</div>')
@@ -210,7 +210,7 @@ def _headline(value: Any) -> Markup:
 
 
 def _per_class_row(name: str, intervals: Mapping[str, Any]) -> dict[str, Any]:
-    from pneumoscope.evaluation.bootstrap import PER_CLASS_CI_METRICS
+    from pneumoscope.metrics.bootstrap import PER_CLASS_CI_METRICS
 
     row: dict[str, Any] = {"class": name}
     for metric in PER_CLASS_CI_METRICS:

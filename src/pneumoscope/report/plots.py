@@ -148,7 +148,7 @@ def plot_roc_pr(y_true: Any, probs: Any, classes: Sequence[str]) -> bytes:
     """
     from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
-    from pneumoscope.evaluation.metrics import as_labels, as_probabilities
+    from pneumoscope.metrics.classification import as_labels, as_probabilities
 
     y = as_labels(y_true, classes)
     p = as_probabilities(probs, y.size, len(classes))

@@ -181,6 +181,6 @@ def read_robustness(folder: str | Path) -> tuple[dict[str, Any], pd.DataFrame | 
 
 
 def _clean(value: Any) -> Any:
-    from pneumoscope.evaluation.metrics import clean
+    from pneumoscope.metrics.classification import clean
 
     return clean(value)

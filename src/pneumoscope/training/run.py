@@ -345,7 +345,7 @@ def validation_operating_point(config: TrainConfig, model, logits: np.ndarray, l
     result: dict[str, Any] = {"temperature": 1.0, "threshold": None, "threshold_method": None}
     ev = config.evaluation
     if ev.temperature:
-        from pneumoscope.evaluation.calibration import fit_temperature
+        from pneumoscope.metrics.calibration import fit_temperature
 
         result["temperature"] = float(_value(fit_temperature(logits, labels), "temperature"))
     probs = probabilities_from_logits(model, logits, result["temperature"])
@@ -355,7 +355,7 @@ def validation_operating_point(config: TrainConfig, model, logits: np.ndarray, l
         if ev.threshold_method == "fixed":
             threshold = ev.fixed_threshold
         else:
-            from pneumoscope.evaluation.threshold import choose_threshold
+            from pneumoscope.metrics.threshold import choose_threshold
 
             threshold = float(_value(choose_threshold(labels, p, method=ev.threshold_method,
                                                       target_sensitivity=ev.target_sensitivity), "threshold"))

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 
-from pneumoscope.evaluation.bootstrap import headline_with_ci
-from pneumoscope.evaluation.metrics import classification_metrics
-from pneumoscope.evaluation.tables import (
+from pneumoscope.metrics.bootstrap import headline_with_ci
+from pneumoscope.metrics.classification import classification_metrics
+from pneumoscope.metrics.tables import (
     fold_summary,
     per_class_table,
     per_group_table,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from pneumoscope.evaluation.ranking import PROXIES, decide_between_finalists, rounded, score_runs
+from pneumoscope.metrics.ranking import PROXIES, decide_between_finalists, rounded, score_runs
 
 
 def runs(**overrides: dict[str, float]) -> pd.DataFrame:

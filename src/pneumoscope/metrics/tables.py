@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 
 from pneumoscope.errors import DataError
-from pneumoscope.evaluation.bootstrap import PER_CLASS_CI_METRICS
-from pneumoscope.evaluation.metrics import as_labels, as_probabilities, classification_metrics
+from pneumoscope.metrics.bootstrap import PER_CLASS_CI_METRICS
+from pneumoscope.metrics.classification import as_labels, as_probabilities, classification_metrics
 
 PER_CLASS_METRICS = ("precision", "sensitivity", "specificity", "f1", "roc_auc", "pr_auc")
 TABLE_TWO_METRICS = ("precision", "sensitivity", "f1")

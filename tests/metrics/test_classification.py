@@ -18,7 +18,7 @@ from sklearn.metrics import (
 )
 
 from pneumoscope.errors import DataError
-from pneumoscope.evaluation.metrics import classification_metrics, most_confident_errors
+from pneumoscope.metrics.classification import classification_metrics, most_confident_errors
 
 CLASSES4 = ["normal", "bacteria", "virus", "covid"]
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pneumoscope.errors import ConfigError, DataError
-from pneumoscope.evaluation.threshold import choose_threshold, operating_point
+from pneumoscope.metrics.threshold import choose_threshold, operating_point
 
 
 def test_youden_picks_the_threshold_that_separates_a_constructed_case():

@@ -11,7 +11,7 @@ from scipy.special import softmax
 from sklearn.metrics import log_loss
 
 from pneumoscope.errors import DataError
-from pneumoscope.evaluation.calibration import (
+from pneumoscope.metrics.calibration import (
     apply_temperature,
     brier_score,
     calibration_summary,

@@ -18,8 +18,8 @@ from sklearn.metrics import (
 )
 
 from pneumoscope.errors import ConfigError, DataError
-from pneumoscope.evaluation.bootstrap import bootstrap_ci, group_index, headline_with_ci, resample_weights
-from pneumoscope.evaluation.metrics import classification_metrics
+from pneumoscope.metrics.bootstrap import bootstrap_ci, group_index, headline_with_ci, resample_weights
+from pneumoscope.metrics.classification import classification_metrics
 
 BINARY = ["normal", "pneumonia"]
 FOUR = ["normal", "bacteria", "virus", "covid"]

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from pneumoscope.errors import ConfigError, DataError
-from pneumoscope.evaluation.metrics import clean
+from pneumoscope.metrics.classification import clean
 
 DEFAULT_RISK_THRESHOLD = 0.75
 DEFAULT_PIXELS = 32

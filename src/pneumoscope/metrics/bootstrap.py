@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from pneumoscope.errors import ConfigError, DataError
-from pneumoscope.evaluation.metrics import as_labels, as_probabilities, clean, predict_classes
+from pneumoscope.metrics.classification import as_labels, as_probabilities, clean, predict_classes
 
 MetricFn = Callable[[np.ndarray, np.ndarray], "float | dict[str, float]"]
 PER_CLASS_CI_METRICS = ("precision", "sensitivity", "specificity", "f1")

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from pneumoscope.errors import DataError
-from pneumoscope.evaluation.metrics import as_labels, as_probabilities
+from pneumoscope.metrics.classification import as_labels, as_probabilities
 
 MIN_TEMPERATURE, MAX_TEMPERATURE = 0.05, 20.0
 

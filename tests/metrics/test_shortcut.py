@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pneumoscope.errors import ConfigError, DataError
-from pneumoscope.evaluation.shortcut import pixel_features, shortcut_audit
+from pneumoscope.metrics.shortcut import pixel_features, shortcut_audit
 
 
 def two_site_images(make_xray, per_site: int = 40) -> tuple[list[np.ndarray], list[str], list[str]]:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from pneumoscope.errors import ConfigError, DataError
-from pneumoscope.evaluation.metrics import as_binary_scores, as_labels
+from pneumoscope.metrics.classification import as_binary_scores, as_labels
 
 THRESHOLD_METHODS = ("youden", "sensitivity")
 
