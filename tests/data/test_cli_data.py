@@ -93,3 +93,28 @@ def test_bad_input_is_one_line_exit_2(monkeypatch, capsys, tiny_kermany, tmp_pat
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and message in lines[0]
     assert "Traceback" not in err
+
+
+def _class_folders(root, make_xray, per_class: int):
+    from data_helpers import save_image
+
+    for label in ("NORMAL", "PNEUMONIA"):
+        for i in range(per_class):
+            save_image(root / label / f"{label.lower()}{i}.png", make_xray(48, seed=i, pneumonia=label == "PNEUMONIA"))
+    return root
+
+
+def test_split_of_a_small_data_set_works_and_a_too_small_one_says_what_it_needs(monkeypatch, capsys, tmp_path,
+                                                                                  make_xray):
+    small = _class_folders(tmp_path / "six", make_xray, 6)
+    code, out, err = run_cli(monkeypatch, capsys, "data", "split", str(small), "--out", str(tmp_path / "o6"))
+    assert code == 0, err
+    manifest = pd.read_csv(tmp_path / "o6" / "manifest.csv", keep_default_na=False)
+    assert set(manifest.loc[manifest["split"] == "val", "label_binary"]) == {"normal", "pneumonia"}
+
+    tiny = _class_folders(tmp_path / "two", make_xray, 1)
+    code, _, err = run_cli(monkeypatch, capsys, "data", "split", str(tiny), "--out", str(tmp_path / "o2"))
+    assert code == 2 and "Traceback" not in err
+    line = next(line for line in err.splitlines() if line.startswith("error:"))
+    assert "at least 2 patients" in line and "normal: 1 patient (1 image)" in line and "Fix:" in line
+
