@@ -107,7 +107,7 @@ def _class_folders(root, make_xray, per_class: int):
 def test_split_of_a_small_data_set_works_and_a_too_small_one_says_what_it_needs(monkeypatch, capsys, tmp_path,
                                                                                   make_xray):
     small = _class_folders(tmp_path / "six", make_xray, 6)
-    code, out, err = run_cli(monkeypatch, capsys, "data", "split", str(small), "--out", str(tmp_path / "o6"))
+    code, _, err = run_cli(monkeypatch, capsys, "data", "split", str(small), "--out", str(tmp_path / "o6"))
     assert code == 0, err
     manifest = pd.read_csv(tmp_path / "o6" / "manifest.csv", keep_default_na=False)
     assert set(manifest.loc[manifest["split"] == "val", "label_binary"]) == {"normal", "pneumonia"}
