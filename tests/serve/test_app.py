@@ -192,6 +192,8 @@ BAD_UPLOADS = {
     "text renamed .png": (lambda mx: b"patient notes, not an image\n" * 20, 415, "unsupported_media_type"),
     "truncated JPEG": (_truncated_jpeg, 422, "undecodable_image"),
     "DICOM without pixels": (lambda mx: dicom_bytes(None), 422, "undecodable_image"),
+    "1x1 PNG": (lambda mx: png_bytes(np.full((1, 1), 128, np.uint8)), 422, "undecodable_image"),
+    "5x40000 strip": (lambda mx: png_bytes(np.full((40_000, 5), 128, np.uint8)), 422, "undecodable_image"),
 }
 
 

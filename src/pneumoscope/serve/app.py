@@ -71,7 +71,8 @@ _UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
         408: "Upload arrived too slowly (a pause or an average rate beyond the server's limits).",
         413: "Upload larger than the server's limit.",
         415: "Not an image or DICOM (checked by content).",
-        422: "Invalid parameters, or an image that cannot be decoded (truncated, DICOM without pixels).",
+        422: "Invalid parameters, or an image that cannot be decoded (truncated, DICOM without pixels) or is too "
+             "small or too elongated to be a chest X-ray.",
         503: "Server busy: retry later.",
     }.items()
 }

@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import numpy as np
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -90,7 +89,8 @@ def decode_upload(data: bytes, filename: str | None, max_bytes: int) -> LoadedIm
     colourfulness of the original (which the out-of-distribution guard uses).
 
     Raises ServeError with 400 (empty), 413 (too large), 415 (not an image by content) or 422 (an image that
-    cannot be decoded: truncated, corrupt, DICOM without pixel data).
+    cannot be decoded: truncated, corrupt, DICOM without pixel data; or too small or too elongated to be a chest
+    X-ray: ``data.imaging.check_geometry``, the rule of every entry point).
     """
     from pneumoscope.inference.sources import load_input_bytes
 
@@ -109,9 +109,6 @@ def decode_upload(data: bytes, filename: str | None, max_bytes: int) -> LoadedIm
                 f"Fix: upload a {SUPPORTED_FORMATS} file.",
             ) from error
         raise ServeError(422, "undecodable_image", str(error)) from error
-    gray = np.asarray(loaded.gray)
-    if gray.ndim != 2 or min(gray.shape) < 2:
-        raise ServeError(422, "undecodable_image", f"{shown}: decodes to an unusable shape {gray.shape}.")
     return loaded
 
 
