@@ -121,6 +121,17 @@ def test_cli_reports_config_typo_in_one_line(monkeypatch, capsys, tmp_path, tiny
     assert err.count("\n") == 1 and "trainer.epocs" in err and "exp.yaml" in err and "epochs" in err
 
 
+def test_cli_says_which_settings_of_the_config_file_its_flags_replace(monkeypatch, capsys, tmp_path, tiny_kermany):
+    config = tmp_path / "exp.yaml"
+    config.write_text("trainer:\n  epochs: 10\n  batch_size: 8\n")
+    code, err = _cli(monkeypatch, capsys, "train", "--data", str(tiny_kermany), "--config", str(config), "--epochs",
+                     "3", "--batch-size", "8", "--model", "resnet19", "--out", str(tmp_path / "run"))
+    assert code == 2  # the unknown model stops it before any training
+    notes = [line for line in err.splitlines() if line.startswith("note:")]
+    assert notes == [(f"note: trainer.epochs is 10 in {config} and 3 on the command line; the command line's value "
+                      "is used.")]
+
+
 def test_cli_unknown_model_one_line(monkeypatch, capsys, tmp_path, tiny_kermany):
     code, err = _cli(monkeypatch, capsys, "train", "--data", str(tiny_kermany), "--model", "resnet19",
                      "--no-pretrained", "--device", "cpu", "--out", str(tmp_path / "run"))
