@@ -81,7 +81,7 @@ def decode_image_bytes(data: bytes, name: str) -> DecodedImage:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # decoders warn about every oddity of a damaged file; we raise instead
-            return _decode(data, name)
+            return _usable(_decode(data, name), name)
     except ImageLoadError:
         raise
     except MemoryError:
@@ -105,6 +105,20 @@ def _decode(data: bytes, name: str) -> DecodedImage:
             return DecodedImage(_decode_dicom(data, name, has_preamble=False), "dicom")
         raise ImageLoadError(f"not an image: its content is no known image format (extension {suffix or 'none'}).",
                              path=name, fix="remove it, or convert it to PNG, JPEG or DICOM.") from None
+
+
+def _usable(decoded: DecodedImage, name: str) -> DecodedImage:
+    """``decoded`` if it is what every decoder promises (2-D, float32, values in [0, 1]); a damaged header can make
+    the pixel data decode to frames or columns it does not hold, or a window / rescale to NaN."""
+    gray = decoded.gray
+    if gray.ndim != 2 or gray.size == 0:
+        raise ImageLoadError(f"the pixel data decodes to an array of shape {gray.shape}, not an image (its header "
+                             "does not match the pixels).", path=name, fix=_CORRUPT_FIX)
+    low, high = float(gray.min()), float(gray.max())
+    if not (0.0 <= low and high <= 1.0):  # NaN compares false
+        raise ImageLoadError("the image decodes to invalid values (NaN, infinite or out of range; e.g. a broken "
+                             "rescale or window in its header).", path=name, fix=_CORRUPT_FIX)
+    return decoded if gray.dtype == np.float32 else DecodedImage(gray.astype(np.float32), decoded.format)
 
 
 def is_dicom_bytes(data: bytes) -> bool:
