@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from pneumoscope.errors import ConfigError
+from pneumoscope.files import remove_temporaries
 from pneumoscope.training.config import TrainConfig
 
 CV_SUMMARY_JSON = "cv_summary.json"
@@ -52,6 +53,7 @@ def cross_validate(config: TrainConfig, folds: int, out_dir: str | Path, *, prog
         raise ConfigError(f"--folds {folds} must be at least 2.", fix="use e.g. --folds 5.")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_temporaries(out_dir)  # what a killed earlier attempt was writing (fold folders: train cleans them)
     check_same_config(config, out_dir)
     manifest = cv_manifest(config, folds, out_dir)
     fold_metrics = []

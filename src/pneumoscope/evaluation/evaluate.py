@@ -264,9 +264,7 @@ def write_json(path: Path, value: dict[str, Any]) -> Path:
     from pneumoscope.evaluation.metrics import clean
     from pneumoscope.files import atomic_write_text
 
-    atomic_write_text(path, json.dumps(clean(value), indent=2, default=str) + "\n")
-    path.chmod(0o644)  # readable like the other result files (the atomic write creates it private)
-    return path
+    return atomic_write_text(path, json.dumps(clean(value), indent=2, default=str) + "\n")
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
