@@ -300,6 +300,13 @@ def _send_slowly(url: str, head: bytes, pieces: list[bytes], pause_s: float, lim
     return status, answer, time.monotonic() - started
 
 
+def test_a_client_waiting_for_100_continue_gets_the_413_without_sending_the_body(server_url):
+    head = (b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            b"Expect: 100-continue\r\nContent-Length: " + str(30 * MB).encode() + b"\r\n\r\n")
+    status, answer, seconds = _send_slowly(server_url, head, [b""] * 50, 0.1)  # the body is never sent
+    assert status == 413 and b"upload_too_large" in answer and seconds < 5
+
+
 def test_a_trickling_body_is_answered_408_and_closed(impatient_server, make_xray):
     """20 bytes/s, each byte in time: only the minimum average rate can stop it."""
     body, content_type = _multipart(png_bytes(make_xray(64, 34)))
