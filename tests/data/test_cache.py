@@ -15,6 +15,7 @@ from pneumoscope.data.manifest import build_manifest
 from pneumoscope.data.parallel import MIN_ITEMS_FOR_POOL
 from pneumoscope.data.preprocess import preprocess
 from pneumoscope.errors import DataError
+from pneumoscope.files import is_temporary
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +79,7 @@ def test_changed_file_is_refused(tmp_path, make_xray):
     with pytest.raises(DataError, match="changed since the manifest") as info:
         build_cache([path], [digest], 32, progress=False)
     assert str(path) in str(info.value)
-    assert not list(cache_file([digest], 32, False).parent.glob("*.tmp.npy"))  # nothing half-written left
+    assert not [p for p in cache_file([digest], 32, False).parent.iterdir() if is_temporary(p)]  # nothing half-written
 
 
 def test_missing_hashes_are_computed(tiny_rows):

@@ -49,6 +49,27 @@ def test_inspect_lists_unreadable_files(monkeypatch, capsys, tiny_kermany, tmp_p
     assert sorted(problems["problem"].str.split(r"[:(]").str[0].str.strip()) == ["empty file", "not an image"]
 
 
+def test_inspect_lists_images_too_small_or_too_elongated_to_be_an_x_ray(monkeypatch, capsys, tiny_kermany,
+                                                                         tmp_path):
+    import numpy as np
+    from data_helpers import save_image
+
+    root = tmp_path / "chest_xray"
+    shutil.copytree(tiny_kermany, root)
+    save_image(root / "train" / "NORMAL" / "IM-0998-0001.png", np.full((1, 1), 128, np.uint8))
+    save_image(root / "train" / "PNEUMONIA" / "person998_virus_1.png", np.full((40_000, 5), 128, np.uint8))
+    save_image(root / "train" / "PNEUMONIA" / "person997_virus_1.png", np.full((4_000, 100), 128, np.uint8))
+    code, out, _ = run_cli(monkeypatch, capsys, "data", "inspect", str(root), "--out", str(tmp_path / "o"))
+    assert code == 0 and "problems: none" not in out and "3 unreadable file(s) skipped" in out
+    problems = pd.read_csv(tmp_path / "o" / "problems.csv")
+    by_name = {p.split("/")[-1]: (level, problem) for p, level, problem in problems.itertuples(index=False)}
+    assert set(by_name) == {"IM-0998-0001.png", "person998_virus_1.png", "person997_virus_1.png"}
+    assert {level for level, _ in by_name.values()} == {"error"}
+    assert "too small" in by_name["IM-0998-0001.png"][1] and "1x1" in by_name["IM-0998-0001.png"][1]
+    assert "too small" in by_name["person998_virus_1.png"][1] and "5x40000" in by_name["person998_virus_1.png"][1]
+    assert "too elongated" in by_name["person997_virus_1.png"][1] and "100x4000" in by_name["person997_virus_1.png"][1]
+
+
 def test_split_writes_manifest_and_prints_table(monkeypatch, capsys, tiny_kermany, tmp_path):
     out_dir = tmp_path / "split"
     args = ("data", "split", str(tiny_kermany), "--task", "3class", "--val-fraction", "0.3", "--folds", "2",
@@ -93,3 +114,28 @@ def test_bad_input_is_one_line_exit_2(monkeypatch, capsys, tiny_kermany, tmp_pat
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and message in lines[0]
     assert "Traceback" not in err
+
+
+def _class_folders(root, make_xray, per_class: int):
+    from data_helpers import save_image
+
+    for label in ("NORMAL", "PNEUMONIA"):
+        for i in range(per_class):
+            save_image(root / label / f"{label.lower()}{i}.png", make_xray(48, seed=i, pneumonia=label == "PNEUMONIA"))
+    return root
+
+
+def test_split_of_a_small_data_set_works_and_a_too_small_one_says_what_it_needs(monkeypatch, capsys, tmp_path,
+                                                                                  make_xray):
+    small = _class_folders(tmp_path / "six", make_xray, 6)
+    code, _, err = run_cli(monkeypatch, capsys, "data", "split", str(small), "--out", str(tmp_path / "o6"))
+    assert code == 0, err
+    manifest = pd.read_csv(tmp_path / "o6" / "manifest.csv", keep_default_na=False)
+    assert set(manifest.loc[manifest["split"] == "val", "label_binary"]) == {"normal", "pneumonia"}
+
+    tiny = _class_folders(tmp_path / "two", make_xray, 1)
+    code, _, err = run_cli(monkeypatch, capsys, "data", "split", str(tiny), "--out", str(tmp_path / "o2"))
+    assert code == 2 and "Traceback" not in err
+    line = next(line for line in err.splitlines() if line.startswith("error:"))
+    assert "at least 2 patients" in line and "normal: 1 patient (1 image)" in line and "Fix:" in line
+

@@ -289,3 +289,18 @@ def test_damaged_files_give_an_image_or_image_load_error_never_a_crash(tmp_path,
         assert 0.0 <= gray.min() and gray.max() <= 1.0
         outcomes["image"] += 1
     assert outcomes["error"] > 50 and outcomes["image"] > 50  # both kinds of damage were exercised
+
+
+@pytest.mark.parametrize(("attributes", "reason"), [
+    ({"Rows": 2}, "not an image"),  # the pixels then read as 16 frames of 2 rows
+    ({"PhotometricInterpretation": "RGB"}, "not an image"),  # one sample per pixel read as colour
+    ({"WindowCenter": 100, "WindowWidth": float("nan")}, "invalid values"),
+])
+def test_dicom_header_that_does_not_match_its_pixels_is_refused(tmp_path, attributes, reason):
+    """Found by tests/data/test_imaging_properties.py: these decoded to a 3-D / 1-D array or to NaN."""
+    pixels = (ramp(32, 32).astype(np.uint16) * 16)
+    path = make_dicom(tmp_path / "hostile.dcm", pixels, BitsStored=12, **attributes)
+    with pytest.raises(ImageLoadError, match=reason) as info:
+        load_image(path)
+    assert "hostile.dcm" in str(info.value)
+

@@ -120,12 +120,12 @@ def test_test_fraction_only_from_sources_without_official_test():
 def test_rows_outside_the_task_or_unreadable_are_excluded():
     m = synthetic_manifest(50)
     m.loc[m.index[:3], "status"] = "error"
-    m.loc[m.index[3:5], ["fine_label", "label_binary", "label_3class", "label_4class"]] = ["covid", "pneumonia", "",
-                                                                                          "covid"]
+    covid = m.index[m["patient_id"].isin(m["patient_id"].iloc[3:].unique()[:2])]  # two patients' images
+    m.loc[covid, ["fine_label", "label_binary", "label_3class", "label_4class"]] = ["covid", "pneumonia", "", "covid"]
     s = assign_splits(m, "3class", 0.2, seed=0)
-    assert (s.loc[m.index[:5], "split"] == "excluded").all()
+    assert (s.loc[m.index[:3].union(covid), "split"] == "excluded").all()
     s4 = assign_splits(m, "4class", 0.2, seed=0)
-    assert (s4.loc[m.index[3:5], "split"] != "excluded").all()
+    assert (s4.loc[covid, "split"] != "excluded").all()
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
@@ -139,7 +139,43 @@ def test_bad_settings(kwargs, message):
 
 def test_more_folds_than_patients():
     with pytest.raises(ConfigError, match="folds need at least"):
-        assign_splits(synthetic_manifest(4), "3class", 0.3, folds=10)
+        assign_splits(synthetic_manifest(10), "3class", 0.3, folds=20)
+
+
+def one_image_per_patient(counts: dict[str, int]) -> pd.DataFrame:
+    rows = [{"path": f"/d/{label}/{i}.png", "source": "folders", "fine_label": label, "patient_id": f"{label}{i}",
+             "patient_id_known": True, "official_split": "", "sha256": f"{label}-{i}", "status": "ok"}
+            for label, n in counts.items() for i in range(n)]
+    return normalise_manifest(add_task_labels(pd.DataFrame(rows)))
+
+
+@pytest.mark.parametrize("per_class", [2, 3, 6, 9])
+@pytest.mark.parametrize("seed", [0, 1, 42])
+def test_small_data_sets_get_a_split_with_every_class_on_both_sides(per_class, seed):
+    """A handful of images per class (fewer than the carve's folds) still splits, patient-grouped."""
+    s = assign_splits(one_image_per_patient({"normal": per_class, "pneumonia": per_class}), "binary", 0.15, seed)
+    for side in ("train", "val"):
+        assert set(s.loc[s["split"] == side, "label_binary"]) == {"normal", "pneumonia"}, (side, s["split"].tolist())
+    assert shared(s, "patient_id", "split") == 0
+
+
+@pytest.mark.parametrize(("counts", "found"), [
+    ({"normal": 1, "pneumonia": 1}, "normal: 1 patient (1 image), pneumonia: 1 patient (1 image)"),
+    ({"normal": 5, "bacteria": 1}, "pneumonia: 1 patient (1 image)"),
+])
+def test_too_few_patients_for_a_validation_split_is_a_clear_error(counts, found):
+    with pytest.raises(ConfigError, match="at least 2 patients") as info:
+        assign_splits(one_image_per_patient(counts), "binary", 0.15, 0)
+    assert found in str(info.value) and "Fix:" in str(info.value)
+
+
+def test_folds_need_a_patient_of_every_class_per_fold():
+    manifest = one_image_per_patient({"normal": 12, "pneumonia": 3})
+    with pytest.raises(ConfigError, match="5 folds need at least 5 patients of every class") as info:
+        assign_splits(manifest, "binary", 0.15, 0, folds=5)
+    assert "pneumonia: 3" in str(info.value)
+    folds = assign_splits(manifest, "binary", 0.15, 0, folds=3)
+    assert sorted(folds["fold"].unique()) == [0, 1, 2]
 
 
 def test_tiny_kermany_split(tiny_kermany):

@@ -87,6 +87,7 @@ def test_cv_resumes_skipping_finished_folds_and_refuses_another_config(cv_dir, t
     shutil.copytree(cv_dir, copy)
     (copy / "cv_summary.json").unlink()
     shutil.rmtree(copy / "fold-1" / "eval-test")  # fold 1 trained but not scored yet
+    (copy / ".cv_summary.json.0123abcd.tmp").write_text("{")  # left by a kill mid-write
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished fold was trained again")
@@ -95,6 +96,7 @@ def test_cv_resumes_skipping_finished_folds_and_refuses_another_config(cv_dir, t
     config = tiny_config(tiny_kermany)
     cross_validate(config, FOLDS, copy, progress=False, n_boot=20)
     assert (copy / "cv_summary.json").is_file() and (copy / "fold-1" / "eval-test" / "metrics.json").is_file()
+    assert not (copy / ".cv_summary.json.0123abcd.tmp").exists()
     with pytest.raises(ConfigError, match="another config"):
         cross_validate(tiny_config(tiny_kermany, trainer={"epochs": 2}), FOLDS, copy, progress=False)
     with pytest.raises(ConfigError, match="split into 3 folds, not 4"):

@@ -4,7 +4,9 @@ scored (test / val / all), the training images left out, and the split-use state
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 
 import numpy as np
 import pandas as pd
@@ -116,3 +118,16 @@ def test_max_images_takes_whole_patients_of_every_class(tiny_run, tiny_kermany, 
     for patient in set(predictions["patient_id"]):  # whole patients only
         assert (predictions["patient_id"] == patient).sum() == (full["patient_id"] == patient).sum()
     assert read_metrics(out)["data"]["left_out"]["subsampled"] == 12 - len(predictions)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_metrics_json_gets_the_permissions_of_the_umask(tmp_path):
+    from pneumoscope.evaluation.evaluate import write_json
+
+    previous = os.umask(0o027)
+    try:
+        path = write_json(tmp_path / "metrics.json", {"accuracy": float("nan")})
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640 and json.loads(path.read_text()) == {"accuracy": None}
+

@@ -106,9 +106,12 @@ def test_a_second_compare_skips_finished_cells_and_refuses_a_changed_grid(grid_r
         raise AssertionError("a finished cell was trained again")
 
     monkeypatch.setattr(run_module, "train", no_training)
+    grid_folder = next(p.parent for p in (root / "runs").rglob("grid.yaml"))
+    (grid_folder / ".grid.yaml.0123abcd.tmp").write_text("half")  # left by a kill mid-write
     output = invoke("compare", path, "--out", root / "runs", "--data", tiny_kermany, "--set", "trainer.epochs=1",
                     "--no-progress")
     assert "| simple | adagrad |" in output
+    assert not (grid_folder / ".grid.yaml.0123abcd.tmp").exists()
     from pneumoscope.evaluation.compare import compare
 
     with pytest.raises(ConfigError, match="another config"):

@@ -100,6 +100,39 @@ def test_corrupt_and_non_xray_files_among_many(binary_run: Path, image_folder: P
     assert "1 flagged as not a chest X-ray" in result.output
 
 
+@pytest.mark.parametrize(("case", "reason", "fix"), [
+    ("truncated", "truncated or corrupt image", "re-download or re-export the file"),
+    ("1x1", "too small to be a chest X-ray (1x1 px", "not a thumbnail"),
+])
+def test_when_the_only_file_is_unreadable_the_error_gives_its_reason_and_fix(binary_run: Path, tmp_path: Path,
+                                                                             make_xray, case, reason, fix) -> None:
+    from pneumoscope.errors import DataError
+
+    image = tmp_path / "only.jpg"
+    if case == "1x1":
+        Image.fromarray(np.full((1, 1), 100, np.uint8)).save(image, format="JPEG")
+    else:
+        Image.fromarray(make_xray(256, 1)).save(image, format="JPEG")
+        image.write_bytes(image.read_bytes()[:2000])
+    with pytest.raises(DataError) as info:
+        runner.invoke(app, ["predict", str(binary_run), str(image), "--out", str(tmp_path / "p.csv")],
+                      catch_exceptions=False)
+    message = str(info.value)
+    assert str(image) in message and reason in message and "Fix:" in message and fix in message
+    assert "see the error column" not in message
+
+
+def test_when_no_file_is_readable_the_error_shows_the_first_reason(binary_run: Path, tmp_path: Path) -> None:
+    from pneumoscope.errors import DataError
+
+    for name in ("a.png", "b.png"):
+        (tmp_path / name).write_text("not an image")
+    with pytest.raises(DataError, match="none of the 2 files could be read") as info:
+        runner.invoke(app, ["predict", str(binary_run), str(tmp_path / "a.png"), str(tmp_path / "b.png"),
+                            "--out", str(tmp_path / "p.csv")], catch_exceptions=False)
+    assert "a.png: not an image" in str(info.value) and "Fix:" in str(info.value)
+
+
 def test_results_are_streamed_batch_by_batch(binary_run: Path, image_folder: Path, tmp_path: Path) -> None:
     model = load_model(binary_run)
     consumed: list[Path] = []

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from pneumoscope.errors import ModelError
+from pneumoscope.files import is_temporary
 from pneumoscope.models import create_model
 from pneumoscope.models.pretrained import MIRROR_ENV
 
@@ -155,7 +156,7 @@ def test_timm_weights_download_from_the_hub_layout_and_are_cached(isolated_cache
     loaded = model.backbone.net.state_dict()
     assert all(torch.equal(loaded[k], served[k]) for k in loaded)
     cached = isolated_caches / "pneumoscope" / "weights" / repo / "model.safetensors"
-    assert cached.is_file() and not list(cached.parent.glob("*.part"))
+    assert cached.is_file() and not [p for p in cached.parent.iterdir() if is_temporary(p)]
 
     server.close()
     monkeypatch.setenv(MIRROR_ENV, closed_port_url())

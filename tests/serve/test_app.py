@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import io
+import json
 import os
 import threading
 import time
@@ -65,7 +67,8 @@ def test_model_describes_the_served_model(server_url, predictor, model_dir):
     assert body["image_size"] == 64
     assert body["task"] == "binary"
     assert body["metrics"]["note"] == "random-init test model"
-    assert body["limits"] == {"max_upload_mb": 20, "max_batch_files": 8, "max_batch_mb": 80}
+    assert body["limits"] == {"max_upload_mb": 20, "max_batch_files": 8, "max_batch_mb": 80, "body_timeout_s": 20,
+                              "min_body_rate_bytes_per_s": 500}
     assert "not a medical device" in body["intended_use"].lower()
 
 
@@ -189,6 +192,8 @@ BAD_UPLOADS = {
     "text renamed .png": (lambda mx: b"patient notes, not an image\n" * 20, 415, "unsupported_media_type"),
     "truncated JPEG": (_truncated_jpeg, 422, "undecodable_image"),
     "DICOM without pixels": (lambda mx: dicom_bytes(None), 422, "undecodable_image"),
+    "1x1 PNG": (lambda mx: png_bytes(np.full((1, 1), 128, np.uint8)), 422, "undecodable_image"),
+    "5x40000 strip": (lambda mx: png_bytes(np.full((40_000, 5), 128, np.uint8)), 422, "undecodable_image"),
 }
 
 
@@ -222,6 +227,115 @@ def test_an_oversized_chunked_upload_is_cut_off_early(server_url, make_xray):
         assert_json_error(response, 413, "upload_too_large")
     assert sent < 200 * MB and time.monotonic() - started < 30
     assert_still_serving(server_url, png_bytes(make_xray(64, 31)))
+
+
+def _multipart(data: bytes, name: str = "big.png") -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+            "Content-Type: image/png\r\n\r\n").encode()
+    return head + data + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_an_over_cap_upload_answers_413_to_clients_that_send_everything_before_reading(server_url, make_xray,
+                                                                                       chunked):
+    """http.client writes the whole 40 MB body, then reads: it must get the 413 JSON, not a connection reset."""
+    body, content_type = _multipart(os.urandom(40 * MB))
+    address = urlsplit(server_url)
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=60)
+    pieces = (body[i:i + MB] for i in range(0, len(body), MB))
+    connection.request("POST", "/predict", body=pieces if chunked else body, encode_chunked=chunked,
+                       headers={"Content-Type": content_type})
+    response = connection.getresponse()
+    assert response.status == 413
+    assert response.getheader("content-type").startswith("application/json")
+    assert json.loads(response.read())["error"] == "upload_too_large"
+    connection.close()
+    assert_still_serving(server_url, png_bytes(make_xray(64, 32)))
+
+
+def test_an_over_cap_upload_answers_413_to_requests(server_url, make_xray):
+    import requests
+
+    response = requests.post(server_url + "/predict", files={"file": ("big.png", os.urandom(40 * MB), "image/png")},
+                             timeout=60)
+    assert response.status_code == 413 and response.json()["error"] == "upload_too_large"
+    assert_still_serving(server_url, png_bytes(make_xray(64, 33)))
+
+
+@pytest.fixture(scope="module")
+def impatient_server(predictor) -> str:
+    """A server that allows a pause of 1 s in a body (and 500 bytes/s on average after the first second)."""
+    from serve_helpers import running_server
+
+    from pneumoscope.serve import create_app
+
+    with running_server(create_app(predictor, body_timeout_s=1.0, min_body_rate=500)) as url:
+        yield url
+
+
+def _send_slowly(url: str, head: bytes, pieces: list[bytes], pause_s: float, limit_s: float = 15.0):
+    """Send the request head, then each piece after a pause; returns (status or None, seconds until the server
+    answered or closed). Stops sending once the server has answered."""
+    import select
+    import socket
+
+    address = urlsplit(url)
+    started = time.monotonic()
+    with socket.create_connection((address.hostname, address.port), timeout=limit_s) as sock:
+        sock.sendall(head)
+        for piece in pieces:
+            readable, _, _ = select.select([sock], [], [], pause_s)
+            if readable or time.monotonic() - started > limit_s:
+                break
+            try:
+                sock.sendall(piece)
+            except OSError:  # closed by the server
+                break
+        answer = b""
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(65536):
+                answer += chunk
+    status = int(answer.split()[1]) if answer.startswith(b"HTTP/1.1") else None
+    return status, answer, time.monotonic() - started
+
+
+def test_a_client_waiting_for_100_continue_gets_the_413_without_sending_the_body(server_url):
+    head = (b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            b"Expect: 100-continue\r\nContent-Length: " + str(30 * MB).encode() + b"\r\n\r\n")
+    status, answer, seconds = _send_slowly(server_url, head, [b""] * 50, 0.1)  # the body is never sent
+    assert status == 413 and b"upload_too_large" in answer and seconds < 5
+
+
+def test_a_trickling_body_is_answered_408_and_closed(impatient_server, make_xray):
+    """20 bytes/s, each byte in time: only the minimum average rate can stop it."""
+    body, content_type = _multipart(png_bytes(make_xray(64, 34)))
+    head = (f"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    status, answer, seconds = _send_slowly(impatient_server, head, [body[i:i + 1] for i in range(len(body))], 0.05)
+    assert status == 408, answer[:300]
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"] == "request_timeout"
+    assert seconds < 8  # about 1 s of grace + the little it sent at 500 bytes/s
+
+
+def test_a_stalled_body_is_answered_408(impatient_server, make_xray):
+    body, content_type = _multipart(png_bytes(make_xray(64, 35)))
+    head = (f"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body[:100]
+    status, _, seconds = _send_slowly(impatient_server, head, [b""] * 100, 0.1)  # then nothing
+    assert status == 408 and seconds < 5
+
+
+def test_a_body_with_short_pauses_is_read(impatient_server, make_xray):
+    data = png_bytes(make_xray(64, 36))
+    body, content_type = _multipart(data)
+    head = (f"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: {content_type}\r\nConnection: close\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    quarter = len(body) // 4 + 1
+    status, answer, _ = _send_slowly(impatient_server, head, [body[i:i + quarter] for i in range(0, len(body), quarter)],
+                                     0.3)
+    assert status == 200, answer[:300]
+    assert_still_serving(impatient_server, data)
 
 
 def test_missing_file_and_bad_parameters_are_json_422(server_url, make_xray):

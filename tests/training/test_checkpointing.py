@@ -66,3 +66,38 @@ def test_truncated_checkpoint_is_a_clear_error(tmp_path):
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(ConfigError, match="torn.ckpt"):
         AtomicCheckpointIO().load_checkpoint(path)
+
+
+def _last(epoch: int, best_epoch: int | None) -> dict:
+    state = {"epoch": epoch - 1, "global_step": 10 * epoch, "state_dict": {"model.w": torch.full((2,), float(epoch))},
+             "optimizer_states": [{}], "callbacks": {}}
+    if best_epoch is not None:
+        state["callbacks"]["EpochCheckpoint"] = {"best_epoch": best_epoch, "best_val_loss": 0.1}
+    return state
+
+
+@pytest.mark.parametrize(("best_epoch", "best_file_epoch", "repaired"), [
+    (3, 1, True),      # killed after last.ckpt of the best epoch 3, before its best.ckpt: best.ckpt is epoch 1's
+    (3, None, True),   # ... and best.ckpt was never written
+    (2, 2, False),     # the best epoch is an earlier one: its best.ckpt is complete
+    (3, 3, False),     # nothing to do
+    (None, 1, False),  # a checkpoint of an older version: no record of the best epoch, left alone
+])
+def test_best_checkpoint_is_rebuilt_from_last_when_a_kill_came_between_them(tmp_path, best_epoch, best_file_epoch,
+                                                                            repaired):
+    from pneumoscope.training.checkpointing import load_checkpoint_file, repair_best_checkpoint
+
+    io = AtomicCheckpointIO()
+    io.save_checkpoint(_last(3, best_epoch), tmp_path / "last.ckpt")
+    if best_file_epoch is not None:
+        io.save_checkpoint({"epoch": best_file_epoch - 1, "state_dict": {"model.w": torch.zeros(2)}},
+                           tmp_path / "best.ckpt")
+    assert repair_best_checkpoint(tmp_path / "last.ckpt", tmp_path / "best.ckpt") is repaired
+    if repaired:
+        best = load_checkpoint_file(tmp_path / "best.ckpt")
+        assert best["epoch"] == 2 and torch.equal(best["state_dict"]["model.w"], torch.full((2,), 3.0))
+        assert "optimizer_states" not in best
+    elif best_file_epoch is not None:
+        assert load_checkpoint_file(tmp_path / "best.ckpt")["epoch"] == best_file_epoch - 1
+    assert repair_best_checkpoint(tmp_path / "missing.ckpt", tmp_path / "best.ckpt") is False
+

@@ -12,6 +12,7 @@ from pneumoscope.training.config import (
     TrainConfig,
     config_to_yaml,
     load_run_config,
+    override_notes,
     parse_override,
     resolve_config,
     save_config,
@@ -65,6 +66,20 @@ def test_layers_override_in_order(tmp_path):
     assert config.optim.lr == 0.01           # file over preset
     assert config.trainer.epochs == 3        # override over file
     assert resolve_config(path, preset="recommended").preset == "recommended"  # --preset over the file's key
+
+
+def test_settings_of_the_file_that_the_command_line_replaces_are_announced(tmp_path):
+    path = write_yaml(tmp_path, {"preset": "plain", "optim": {"lr": 0.01}, "trainer": {"epochs": 7, "batch_size": 16},
+                                 "data": {"paths": ["a", "b"]}})
+    overrides = {"trainer": {"epochs": 3, "batch_size": 16}, "data": {"paths": ["c"]}, "seed": 5}
+    config = resolve_config(path, overrides=overrides, preset="strong")
+    assert config.trainer.epochs == 3 and config.preset == "strong"
+    assert override_notes(path, overrides, "strong") == [
+        f"note: trainer.epochs is 7 in {path} and 3 on the command line; the command line's value is used.",
+        f"note: data.paths is [a, b] in {path} and [c] on the command line; the command line's value is used.",
+        f"note: preset is plain in {path} and strong on the command line; the command line's value is used.",
+    ]  # the same value twice (batch_size) and keys the file does not set (seed) are not worth a note
+    assert override_notes(path, {"optim": {"lr": 0.01}}) == [] and override_notes(None, overrides, "strong") == []
 
 
 def test_unknown_key_names_key_file_and_suggestion(tmp_path):

@@ -42,6 +42,26 @@ def test_data_set_with_one_class(tiny_kermany, tiny_config, tmp_path):
         train(tiny_config(data={"paths": [str(one)]}), tmp_path / "run", progress=False)
 
 
+def _class_folders(root, make_xray, per_class: int):
+    from PIL import Image
+
+    for label in ("NORMAL", "PNEUMONIA"):
+        (root / label).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(make_xray(48, seed=i, pneumonia=label == "PNEUMONIA")).save(root / label / f"{i}.png")
+    return root
+
+
+def test_six_images_per_class_train_and_one_per_class_is_a_clear_error(tiny_config, tmp_path, make_xray):
+    six = _class_folders(tmp_path / "six", make_xray, 6)
+    run_dir = train(tiny_config(data={"paths": [str(six)]}, trainer={"epochs": 1}), tmp_path / "run6",
+                    progress=False)
+    assert (run_dir / "summary.json").is_file()
+    two = _class_folders(tmp_path / "two", make_xray, 1)
+    with pytest.raises(ConfigError, match="every class needs images of at least 2 patients"):
+        train(tiny_config(data={"paths": [str(two)]}), tmp_path / "run2", progress=False)
+
+
 def _manifest(splits: list[str], labels: list[str]) -> pd.DataFrame:
     return pd.DataFrame({"split": splits, "label_binary": labels, "patient_id": [f"p{i}" for i in range(len(splits))]})
 
@@ -99,6 +119,17 @@ def test_cli_reports_config_typo_in_one_line(monkeypatch, capsys, tmp_path, tiny
                      "--out", str(tmp_path / "run"))
     assert code == 2
     assert err.count("\n") == 1 and "trainer.epocs" in err and "exp.yaml" in err and "epochs" in err
+
+
+def test_cli_says_which_settings_of_the_config_file_its_flags_replace(monkeypatch, capsys, tmp_path, tiny_kermany):
+    config = tmp_path / "exp.yaml"
+    config.write_text("trainer:\n  epochs: 10\n  batch_size: 8\n")
+    code, err = _cli(monkeypatch, capsys, "train", "--data", str(tiny_kermany), "--config", str(config), "--epochs",
+                     "3", "--batch-size", "8", "--model", "resnet19", "--out", str(tmp_path / "run"))
+    assert code == 2  # the unknown model stops it before any training
+    notes = [line for line in err.splitlines() if line.startswith("note:")]
+    assert notes == [(f"note: trainer.epochs is 10 in {config} and 3 on the command line; the command line's value "
+                      "is used.")]
 
 
 def test_cli_unknown_model_one_line(monkeypatch, capsys, tmp_path, tiny_kermany):

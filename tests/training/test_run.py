@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import numpy as np
 import pandas as pd
@@ -10,15 +12,19 @@ import pytest
 import torch
 import yaml
 
+from pneumoscope.files import is_temporary
 from pneumoscope.training.callbacks import METRIC_COLUMNS
 from pneumoscope.training.config import resolve_config
 from pneumoscope.training.run import train
+
+RUN_UMASK = 0o027
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, tiny_kermany):
     """One finished 2-epoch run of simple_cnn on the tiny data set (shared by the tests of this module)."""
     cache = tmp_path_factory.getbasetemp() / "pneumoscope-cache"
+    previous_umask = os.umask(RUN_UMASK)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PNEUMOSCOPE_CACHE", str(cache))
         config = resolve_config(overrides={
@@ -28,8 +34,11 @@ def tiny_run(tmp_path_factory, tiny_kermany):
             "trainer": {"epochs": 2, "batch_size": 8, "device": "cpu", "deterministic": True},
         })
         rows: list[dict] = []
-        run_dir = train(config, tmp_path_factory.mktemp("runs") / "tiny", progress=False,
-                        on_epoch=lambda row, trainer: rows.append(row))
+        try:
+            run_dir = train(config, tmp_path_factory.mktemp("runs") / "tiny", progress=False,
+                            on_epoch=lambda row, trainer: rows.append(row))
+        finally:
+            os.umask(previous_umask)
     return run_dir, config, rows
 
 
@@ -39,6 +48,17 @@ def test_run_folder_holds_every_file(tiny_run):
                  "summary.json", "checkpoints/last.ckpt", "checkpoints/best.ckpt"):
         assert (run_dir / name).is_file(), name
     assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_run_files_get_the_permissions_of_the_umask_and_no_temporary_is_left(tiny_run):
+    """Every file of the run folder is as readable as any other file its user writes (the run used umask 027)."""
+    run_dir, _, _ = tiny_run
+    files = [p for p in run_dir.rglob("*") if p.is_file()]
+    assert len(files) >= 9
+    assert {p.relative_to(run_dir).as_posix(): oct(stat.S_IMODE(p.stat().st_mode)) for p in files} == {
+        p.relative_to(run_dir).as_posix(): oct(0o666 & ~RUN_UMASK) for p in files}
+    assert not [p for p in files if is_temporary(p)]
 
 
 def test_saved_config_is_the_resolved_config(tiny_run):

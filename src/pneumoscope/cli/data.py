@@ -123,12 +123,12 @@ def _print_problems(problems, limit: int) -> None:
 
 
 def _write_csv(frame, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(path, index=False)
-    return path
+    from pneumoscope.files import atomic_write
+
+    return atomic_write(path, lambda handle: frame.to_csv(handle, index=False))
 
 
 def _write_json(payload: dict, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    return path
+    from pneumoscope.files import atomic_write_text
+
+    return atomic_write_text(path, json.dumps(payload, indent=2, default=str) + "\n")

@@ -108,6 +108,7 @@ def run_predict(
     writer = ResultWriter(out, model.prediction_columns(tta))
     labels: Counter[str] = Counter()
     errors = flagged = 0
+    first_error = ""
     try:
         with progress_bar() as bar:
             task = bar.add_task("predict", total=total, visible=progress)
@@ -115,6 +116,7 @@ def run_predict(
                 writer.write(row)
                 if row["error"]:
                     errors += 1
+                    first_error = first_error or row["error"]
                 else:
                     labels[row["label"]] += 1
                     flagged += bool(row["ood"])
@@ -123,7 +125,8 @@ def run_predict(
                     writer.flush()
     finally:
         writer.close()
-    return {"images": writer.count, "errors": errors, "ood": flagged, "labels": dict(labels)}
+    return {"images": writer.count, "errors": errors, "ood": flagged, "labels": dict(labels),
+            "first_error": first_error}
 
 
 def predict(
@@ -152,12 +155,16 @@ def predict(
     counts = run_predict(model, inputs, out, batch_size, tta, workers)
     predicted = counts["images"] - counts["errors"]
     if predicted == 0:
-        raise DataError(f"none of the {counts['images']} files could be read; see the error column.", path=out)
+        if counts["images"] == 1:  # the reason and its fix, as the decoder gave them
+            raise DataError(counts["first_error"])
+        raise DataError(f"none of the {counts['images']} files could be read (each reason is in the error column of "
+                        f"{out}); the first: {counts['first_error']}")
     summary = ", ".join(f"{k} {v}" for k, v in sorted(counts["labels"].items()))
     console.print(f"{counts['images']} files: {summary}; {counts['ood']} flagged as not a chest X-ray; "
                   f"{counts['errors']} unreadable → {out}")
     if counts["errors"]:
-        console.print(f"[yellow]{counts['errors']} file(s) could not be read: see the error column of {out}")
+        console.print(f"{counts['errors']} file(s) could not be read: see the error column of {out}; the first: "
+                      f"{counts['first_error']}", style="yellow", highlight=False, markup=False, soft_wrap=True)
 
 
 def explain(

@@ -26,6 +26,8 @@ def serve(
     port: int = typer.Option(8000, min=0, max=65535, help="Port to listen on (0 = any free port)."),
     max_upload_mb: float = typer.Option(20.0, min=0.01, help="Largest accepted upload, in MB."),
     max_batch_files: int = typer.Option(16, min=1, max=1000, help="Most files per /predict/batch."),
+    body_timeout: float = typer.Option(20.0, min=0.1, help="Seconds an upload may pause (and its grace period "
+                                                            "before it must average 500 bytes/s); then 408."),
     device: str = typer.Option("cpu", help="Torch device for the model (cpu, cuda, cuda:1, ...)."),
     log_level: str = typer.Option("info", help="uvicorn log level (critical, error, warning, info, debug)."),
 ) -> None:
@@ -48,7 +50,8 @@ def serve(
     base = f"http://{_url_host(host)}:{port}"
     console.print(f"web page: {base}/   API docs: {base}/docs")
     console.print("[bold]Research use only — not a medical device.[/]")
-    app = create_app(predictor, max_upload_mb=max_upload_mb, max_batch_files=max_batch_files)
+    app = create_app(predictor, max_upload_mb=max_upload_mb, max_batch_files=max_batch_files,
+                     body_timeout_s=body_timeout)
     uvicorn.run(app, host=host, port=port, log_level=log_level, workers=1, server_header=False)
 
 

@@ -170,8 +170,14 @@ def train_command(
     else:
         from pneumoscope.api import make_config, train
         from pneumoscope.cli.common import console
+        from pneumoscope.progress import say
+        from pneumoscope.training.config import override_notes
 
-        resolved = make_config(config, preset=preset, overrides=_overrides(flags, settings or []))
+        overrides = _overrides(flags, settings or [])
+        if _is_rank_zero():
+            for note in override_notes(config, overrides, preset):
+                say(note)
+        resolved = make_config(config, preset=preset, overrides=overrides)
         if _is_rank_zero():
             console.print(f"training {resolved.model.name} ({resolved.task}, preset {resolved.preset}, "
                           f"{resolved.data.image_size} px, {resolved.trainer.epochs} epochs)", highlight=False)

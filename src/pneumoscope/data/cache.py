@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from pneumoscope.data.imaging import decode_image_bytes, read_file_bytes
 from pneumoscope.data.parallel import MIN_ITEMS_FOR_POOL, parallel_map
 from pneumoscope.data.preprocess import _check_size, preprocess, preprocess_settings
 from pneumoscope.errors import DataError
+from pneumoscope.files import atomic_path
 from pneumoscope.paths import CACHE_ENV, cache_root
 
 CACHE_SUBDIR = "images"
@@ -86,8 +85,7 @@ def _write_cache(target: Path, paths: list[str], hashes: list[str], size: int, c
                  workers: int | None, progress: bool | None) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     _check_free_space(target.parent, len(paths) * size * size)
-    tmp = target.with_name(f".{target.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.npy")
-    try:
+    with atomic_path(target, suffix=".npy") as tmp:
         array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size))
         del array  # header and size written; the rows are filled by _fill_rows
         tasks = [(str(tmp), start, paths[start:start + _CHUNK], hashes[start:start + _CHUNK], size, clahe)
@@ -96,10 +94,6 @@ def _write_cache(target: Path, paths: list[str], hashes: list[str], size: int, c
                               min_items=max(1, MIN_ITEMS_FOR_POOL // _CHUNK),
                               description=f"caching {size}px images", progress=progress):
             pass
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _open_existing(target: Path, count: int, size: int) -> np.ndarray | None:

@@ -22,6 +22,12 @@ from pneumoscope.errors import ImageLoadError
 # radiographs (e.g. 43x43 cm detectors at 0.1 mm) hold ~20 million pixels; 60 million leaves room to spare.
 MAX_PIXELS = 60_000_000
 
+# The one rule on image geometry of every entry point (the manifest scan behind `data inspect` / `data split` /
+# training, predict, explain, serve): below 16 px a side no chest is left to see (MedMNIST's 28 px radiographs pass),
+# and radiographs are at most about 2:1, so a longer strip is a crop, a banner or a scanning artefact.
+MIN_SIDE = 16
+MAX_ASPECT_RATIO = 4.0
+
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ".dic"})
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".pgm",
                             ".ppm", ".jp2", ".j2k"}) | DICOM_SUFFIXES
@@ -75,7 +81,7 @@ def decode_image_bytes(data: bytes, name: str) -> DecodedImage:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # decoders warn about every oddity of a damaged file; we raise instead
-            return _decode(data, name)
+            return _usable(_decode(data, name), name)
     except ImageLoadError:
         raise
     except MemoryError:
@@ -99,6 +105,20 @@ def _decode(data: bytes, name: str) -> DecodedImage:
             return DecodedImage(_decode_dicom(data, name, has_preamble=False), "dicom")
         raise ImageLoadError(f"not an image: its content is no known image format (extension {suffix or 'none'}).",
                              path=name, fix="remove it, or convert it to PNG, JPEG or DICOM.") from None
+
+
+def _usable(decoded: DecodedImage, name: str) -> DecodedImage:
+    """``decoded`` if it is what every decoder promises (2-D, float32, values in [0, 1]); a damaged header can make
+    the pixel data decode to frames or columns it does not hold, or a window / rescale to NaN."""
+    gray = decoded.gray
+    if gray.ndim != 2 or gray.size == 0:
+        raise ImageLoadError(f"the pixel data decodes to an array of shape {gray.shape}, not an image (its header "
+                             "does not match the pixels).", path=name, fix=_CORRUPT_FIX)
+    low, high = float(gray.min()), float(gray.max())
+    if not (0.0 <= low and high <= 1.0):  # NaN compares false
+        raise ImageLoadError("the image decodes to invalid values (NaN, infinite or out of range; e.g. a broken "
+                             "rescale or window in its header).", path=name, fix=_CORRUPT_FIX)
+    return decoded if gray.dtype == np.float32 else DecodedImage(gray.astype(np.float32), decoded.format)
 
 
 def is_dicom_bytes(data: bytes) -> bool:
@@ -273,6 +293,19 @@ def check_pixel_count(width: int, height: int, name: str) -> None:
         raise _too_large(name, f"{width}x{height} = {width * height:,} pixels, more than {MAX_PIXELS:,}")
 
 
+def check_geometry(width: int, height: int, name: str | Path) -> None:
+    """ImageLoadError if a decoded image is too small or too elongated to be a chest X-ray (``MIN_SIDE``,
+    ``MAX_ASPECT_RATIO``)."""
+    if min(width, height) < MIN_SIDE:
+        raise ImageLoadError(f"image too small to be a chest X-ray ({width}x{height} px; at least {MIN_SIDE} px a "
+                             "side is needed).", path=name, fix="use the radiograph itself, not a thumbnail or icon.")
+    ratio = max(width, height) / min(width, height)
+    if ratio > MAX_ASPECT_RATIO:
+        raise ImageLoadError(f"image too elongated to be a chest X-ray ({width}x{height} px, {ratio:.1f}:1; at most "
+                             f"{MAX_ASPECT_RATIO:g}:1 is accepted).", path=name,
+                             fix="use the whole radiograph, not a strip or banner cut from it.")
+
+
 def _too_large(name: str, detail: str) -> ImageLoadError:
     return ImageLoadError(f"image too large ({detail}); refused as a possible decompression bomb.", path=name,
                           fix=f"downscale it below {MAX_PIXELS:,} pixels first, or remove it.")
@@ -298,7 +331,7 @@ def scan_image_file(path: str) -> dict[str, object]:
     """Read, hash and fully decode one file for the manifest: width, height, format, sha256, status, error.
 
     Never raises for a bad file: the reason goes to ``error`` (status ``error``), so one bad image in a large set
-    is counted and listed instead of stopping the scan.
+    is counted and listed instead of stopping the scan. An image refused by ``check_geometry`` keeps its size.
     """
     import hashlib
 
@@ -308,9 +341,11 @@ def scan_image_file(path: str) -> dict[str, object]:
         data = read_file_bytes(path)
         result["sha256"] = hashlib.sha256(data).hexdigest()
         decoded = decode_image_bytes(data, path)
+        result.update(width=decoded.width, height=decoded.height, format=decoded.format)
+        check_geometry(decoded.width, decoded.height, path)
     except ImageLoadError as error:
         result["error"] = error.message
         return result
-    result.update(width=decoded.width, height=decoded.height, format=decoded.format, status="ok")
+    result["status"] = "ok"
     return result
 

@@ -50,6 +50,7 @@ def assign_splits(manifest: pd.DataFrame, task: str, val_fraction: float = 0.15,
         return table
     part = table.loc[rows]
     groups = split_groups(part)
+    labels = part[label_column(task)].astype(str).to_numpy()
     strata = (part[label_column(task)].astype(str) + "|" + part["source"].astype(str)).to_numpy()
     official = part["official_split"].fillna("").astype(str).to_numpy()
     split = _official_assignment(groups, official)
@@ -59,17 +60,19 @@ def assign_splits(manifest: pd.DataFrame, task: str, val_fraction: float = 0.15,
         if not eligible.any():
             raise ConfigError("--test-fraction applies only to sources without an official test split, and every "
                               "source here has one.", fix="drop --test-fraction.")
+        _check_enough_patients(labels, groups, eligible, set(labels[split == "test"]), task, "test")
         carved = _carve(eligible, strata, groups, test_fraction, seed)
         split[carved] = "test"
         free &= ~carved
     if free.any():
+        _check_enough_patients(labels, groups, free, set(labels[split == "val"]), task, "validation")
         remaining = val_fraction / (1.0 - test_fraction)
         carved = _carve(free, strata, groups, remaining, seed + 1)
         split[carved] = "val"
         split[free & ~carved] = "train"
     table.loc[rows, "split"] = split
     if folds:
-        table.loc[rows, "fold"] = _folds(split, strata, groups, folds, seed)
+        table.loc[rows, "fold"] = _folds(split, labels, strata, groups, folds, seed)
     check_leakage(table)
     return table
 
@@ -192,17 +195,38 @@ def _sources_without_test(part: pd.DataFrame) -> pd.Series:
     return ~part["source"].isin(with_test)
 
 
+def _check_enough_patients(labels: np.ndarray, groups: np.ndarray, mask: np.ndarray, present: set[str], task: str,
+                           carved: str) -> None:
+    """ConfigError unless every class among the rows in ``mask`` can give a patient to the ``carved`` split and keep
+    one for training: 2 patients (1 where the carved split already has the class, e.g. from an official split)."""
+    short = []
+    for label in sorted(set(labels[mask])):
+        of_class = mask & (labels == label)
+        patients = len(np.unique(groups[of_class]))
+        if patients < (1 if label in present else 2):
+            short.append(f"{label}: {patients} patient{'s' if patients != 1 else ''} "
+                         f"({int(of_class.sum())} image{'s' if of_class.sum() != 1 else ''})")
+    if short:
+        raise ConfigError(
+            f"too few patients to carve a {carved} split for task {task!r}: every class needs images of at least 2 "
+            f"patients (one for training, one for {carved}); found {', '.join(short)}.",
+            fix="add images of more patients of those classes (a few dozen per class give meaningful figures), or "
+                "set each image's split (train / val / test) in a CSV manifest's split column.")
+
+
 def _carve(mask: np.ndarray, strata: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """A patient-grouped, stratified subset of about ``fraction`` of the rows in ``mask``: the first folds of a
-    ``StratifiedGroupKFold`` whose fold count makes ``k / folds`` closest to ``fraction``."""
+    ``StratifiedGroupKFold`` whose fold count makes ``k / folds`` closest to ``fraction`` (at most as many folds as
+    the largest stratum has rows: scikit-learn refuses more)."""
     from sklearn.model_selection import StratifiedGroupKFold
 
     index = np.flatnonzero(mask)
     n_groups = len(np.unique(groups[index]))
     chosen = np.zeros(len(mask), dtype=bool)
-    if n_groups < 2:
+    largest_stratum = int(np.unique(strata[index], return_counts=True)[1].max())
+    if min(n_groups, largest_stratum) < 2:
         return chosen
-    n_splits, take = _folds_for_fraction(fraction, n_groups)
+    n_splits, take = _folds_for_fraction(fraction, min(n_groups, largest_stratum))
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "least populated class has fewer members than n_splits"
@@ -226,15 +250,23 @@ def _folds_for_fraction(fraction: float, n_groups: int) -> tuple[int, int]:
     return best
 
 
-def _folds(split: np.ndarray, strata: np.ndarray, groups: np.ndarray, folds: int, seed: int) -> np.ndarray:
+def _folds(split: np.ndarray, labels: np.ndarray, strata: np.ndarray, groups: np.ndarray, folds: int,
+           seed: int) -> np.ndarray:
     from sklearn.model_selection import StratifiedGroupKFold
 
     fold = np.full(len(split), -1, dtype=int)
-    index = np.flatnonzero(np.isin(split, ["train", "val"]))
+    in_folds = np.isin(split, ["train", "val"])
+    index = np.flatnonzero(in_folds)
     n_groups = len(np.unique(groups[index]))
     if n_groups < folds:
         raise ConfigError(f"{folds} folds need at least {folds} patients outside the test split, found {n_groups}.",
                           fix="use fewer --folds or more data.")
+    per_class = {label: len(np.unique(groups[in_folds & (labels == label)])) for label in sorted(set(labels[index]))}
+    short = {label: n for label, n in per_class.items() if n < folds}
+    if short:
+        found = ", ".join(f"{label}: {n}" for label, n in short.items())
+        raise ConfigError(f"{folds} folds need at least {folds} patients of every class outside the test split (one "
+                          f"per fold); found {found}.", fix="use fewer --folds or add patients of those classes.")
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)

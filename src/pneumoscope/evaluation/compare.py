@@ -19,6 +19,7 @@ import pandas as pd
 from pneumoscope.errors import DataError, ModelError
 from pneumoscope.metrics.bootstrap import PER_CLASS_CI_METRICS
 from pneumoscope.evaluation.grid import Grid, cell_failure, is_grid_file, read_cell, read_grid, run_grid
+from pneumoscope.files import atomic_write_text
 
 COMPARISON = "comparison"
 
@@ -162,12 +163,12 @@ def write_comparison(frame: pd.DataFrame, out_dir: Path, grid: Grid | None = Non
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {kind: out_dir / f"{COMPARISON}.{kind}" for kind in ("csv", "md", "html")}
-    paths["csv"].write_text(to_csv(frame), encoding="utf-8")
+    atomic_write_text(paths["csv"], to_csv(frame))
     claim = _claim(grid)
     title = f"Comparison: {grid.name}" if grid else "Comparison"
     markdown = f"# {title}\n\n" + (f"{grid.description}\n\n" if grid and grid.description else "")
     markdown += to_markdown(frame) + "\n" + _legend() + "\n" + (f"\n{claim}\n" if claim else "")
-    paths["md"].write_text(markdown, encoding="utf-8")
+    atomic_write_text(paths["md"], markdown)
     extra: list[dict[str, Any]] = [{"title": "Models and strategies", "table": frame,
                                     "text": grid.description if grid else None, "note": _legend()}]
     if claim:

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from pneumoscope.errors import ConfigError
+from pneumoscope.files import atomic_write, remove_temporaries
 from pneumoscope.training.config import TrainConfig
 
 CV_SUMMARY_JSON = "cv_summary.json"
@@ -52,6 +53,7 @@ def cross_validate(config: TrainConfig, folds: int, out_dir: str | Path, *, prog
         raise ConfigError(f"--folds {folds} must be at least 2.", fix="use e.g. --folds 5.")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_temporaries(out_dir)  # what a killed earlier attempt was writing (fold folders: train cleans them)
     check_same_config(config, out_dir)
     manifest = cv_manifest(config, folds, out_dir)
     fold_metrics = []
@@ -155,6 +157,10 @@ def run_fold(config: TrainConfig, manifest: pd.DataFrame, k: int, out_dir: Path,
     return read_metrics(scores)
 
 
+def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
+    return atomic_write(path, lambda handle: frame.to_csv(handle, index=False, float_format="%.6g"))
+
+
 def summarise(fold_metrics: list[dict[str, Any]], config: TrainConfig, out_dir: Path) -> dict[str, Any]:
     """cv_folds.csv, cv_summary.csv/.json, cv_per_class.csv and cv_report.html from the folds' metrics.json."""
     from pneumoscope.evaluation.evaluate import write_json
@@ -163,11 +169,11 @@ def summarise(fold_metrics: list[dict[str, Any]], config: TrainConfig, out_dir: 
     metrics = [m["metrics"] for m in fold_metrics]
     classes = metrics[0]["classes"]
     per_fold = pd.DataFrame([{"fold": k, "n": m["n"], **flatten_metrics(m)} for k, m in enumerate(metrics)])
-    per_fold.to_csv(out_dir / "cv_folds.csv", index=False, float_format="%.6g")
+    _write_csv(per_fold, out_dir / "cv_folds.csv")
     summary = fold_summary(metrics)
-    summary.rename_axis("metric").reset_index().to_csv(out_dir / "cv_summary.csv", index=False, float_format="%.6g")
+    _write_csv(summary.rename_axis("metric").reset_index(), out_dir / "cv_summary.csv")
     per_class = per_class_summary(summary, classes)
-    per_class.to_csv(out_dir / "cv_per_class.csv", index=False, float_format="%.6g")
+    _write_csv(per_class, out_dir / "cv_per_class.csv")
     pooled = pooled_confusion(metrics)
     result = {
         "task": config.task, "model": config.model.name, "folds": len(metrics), "classes": classes,

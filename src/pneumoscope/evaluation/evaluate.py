@@ -25,6 +25,7 @@ import pandas as pd
 
 from pneumoscope.evaluation.runs import LoadedRun, RunModel, load_run
 from pneumoscope.evaluation.selection import Selection, select_images
+from pneumoscope.files import atomic_write, atomic_write_text
 
 EVAL_PREFIX = "eval-"
 METRICS_JSON = "metrics.json"
@@ -224,8 +225,7 @@ def write_predictions(path: Path, rows: pd.DataFrame, probs: np.ndarray, run: Lo
     for i, name in enumerate(classes):
         frame[f"p_{name}"] = probs[:, i]
     frame["confidence"] = probs.max(axis=1)
-    frame.to_csv(path, index=False, float_format="%.6g")
-    return path
+    return atomic_write(path, lambda handle: frame.to_csv(handle, index=False, float_format="%.6g"))
 
 
 def read_predictions(eval_dir: str | Path, classes: Sequence[str]) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
@@ -262,11 +262,8 @@ def eval_folders(run_dir: str | Path) -> list[Path]:
 def write_json(path: Path, value: dict[str, Any]) -> Path:
     """JSON with NaN/inf as null and numpy values as Python values, written atomically."""
     from pneumoscope.metrics.classification import clean
-    from pneumoscope.files import atomic_write_text
 
-    atomic_write_text(path, json.dumps(clean(value), indent=2, default=str) + "\n")
-    path.chmod(0o644)  # readable like the other result files (the atomic write creates it private)
-    return path
+    return atomic_write_text(path, json.dumps(clean(value), indent=2, default=str) + "\n")
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:

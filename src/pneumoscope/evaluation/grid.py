@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from pneumoscope.errors import ConfigError, PneumoscopeError
-from pneumoscope.files import atomic_write_text
+from pneumoscope.files import atomic_write_text, remove_temporaries
 from pneumoscope.training.config import TrainConfig, deep_merge, parse_override
 
 GRID_KEYS = ("name", "description", "paper", "base", "grid", "cv")
@@ -178,6 +178,7 @@ def run_grid(grid: Grid, out_root: str | Path = "runs", data: Sequence[str | Pat
 
     root = grid.folder(out_root)
     root.mkdir(parents=True, exist_ok=True)
+    remove_temporaries(root)  # what a killed earlier attempt was writing (cell folders: train cleans them)
     atomic_write_text(root / "grid.yaml", grid.source.read_text(encoding="utf-8"))
     cells = grid.cells()
     configs = [cell_config(grid, cell, data, settings) for cell in cells]  # every cell checked before any trains

@@ -267,5 +267,5 @@ def install_bundled(
     elif (run_dir / "ood_reference.safetensors").is_file():
         shutil.copy(run_dir / "ood_reference.safetensors", dest)
     for path in dest.iterdir():
-        path.chmod(0o644)  # package data: readable by every user (atomic writes create private files)
+        path.chmod(0o644)  # package data: readable by every user, whatever the umask of whoever installed it
     return dest

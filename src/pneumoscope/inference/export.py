@@ -12,7 +12,6 @@ import copy
 import json
 import logging
 import os
-import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from pneumoscope.errors import ConfigError, ModelError, PneumoscopeError
+from pneumoscope.files import atomic_path
 from pneumoscope.inference import ood
 from pneumoscope.inference.predictor import ONNX_META_KEY, Predictor, _last_linear, forward_with_features
 
@@ -134,31 +134,27 @@ def export_onnx(ref: str | Path, out: Path, opset: int = DEFAULT_OPSET, parity_i
     size = predictor.image_size
     dummy = torch.rand(2, 1, size, size)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
     try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
-            torch.onnx.export(
-                module, (dummy,), str(tmp), dynamo=False, input_names=["image"], output_names=list(outputs),
-                dynamic_axes={name: {0: "batch"} for name in ("image", *outputs)}, opset_version=opset,
-                do_constant_folding=True,
-            )
-        proto = onnx.load(str(tmp))
-        del proto.metadata_props[:]
-        for key, value in onnx_metadata(predictor).items():
-            proto.metadata_props.add(key=key, value=value)
-        proto.doc_string = f"Pneumoscope {predictor.task or ''} classifier {predictor.model_id}"
-        onnx.checker.check_model(proto, full_check=True)
-        onnx.save(proto, str(tmp))
-        tmp.replace(out)
+        with atomic_path(out, suffix=".onnx") as tmp:
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
+                torch.onnx.export(
+                    module, (dummy,), str(tmp), dynamo=False, input_names=["image"], output_names=list(outputs),
+                    dynamic_axes={name: {0: "batch"} for name in ("image", *outputs)}, opset_version=opset,
+                    do_constant_folding=True,
+                )
+            proto = onnx.load(str(tmp))
+            del proto.metadata_props[:]
+            for key, value in onnx_metadata(predictor).items():
+                proto.metadata_props.add(key=key, value=value)
+            proto.doc_string = f"Pneumoscope {predictor.task or ''} classifier {predictor.model_id}"
+            onnx.checker.check_model(proto, full_check=True)
+            onnx.save(proto, str(tmp))
     except ModelError:
         raise
     except Exception as error:  # noqa: BLE001 - exporter failures are many types; report them as one line
         raise ModelError(f"ONNX export failed ({type(error).__name__}: {error}).", path=predictor.source,
                          fix=f"check that the architecture supports ONNX export (opset {opset}).") from None
-    finally:
-        tmp.unlink(missing_ok=True)
     difference = parity(predictor, Predictor.load(out), parity_images or _parity_images(size))
     if difference > PARITY_TOLERANCE:
         out.unlink(missing_ok=True)
@@ -202,13 +198,10 @@ def cached_onnx(predictor: Predictor, required: bool = False) -> Path | None:
     path = cached_onnx_path(predictor)
     if path is None or path.is_file():
         return path
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}-{threading.get_ident()}.onnx")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        export_onnx(predictor.source, tmp)
-        os.replace(tmp, path)
+        with atomic_path(path, suffix=".onnx") as tmp:
+            export_onnx(predictor.source, tmp)
     except (PneumoscopeError, OSError) as error:
-        tmp.unlink(missing_ok=True)
         if required:
             raise ModelError(f"cannot export this model to ONNX in the cache ({error}).", path=path.parent,
                              fix="set PNEUMOSCOPE_CACHE to a writable folder, or use --backend pytorch.") from None

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from pneumoscope.errors import ModelError
+from pneumoscope.files import atomic_write_bytes
 
 STATS_SIZE = 128
 THUMB_SIZE = 8
@@ -228,11 +229,7 @@ class FeatureReference:
 
     def save(self, folder: Path) -> Path:
         """Write ``folder/ood_reference.safetensors`` (atomically)."""
-        path = Path(folder) / FEATURE_REFERENCE_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(self.to_bytes())
-        tmp.replace(path)
-        return path
+        return atomic_write_bytes(Path(folder) / FEATURE_REFERENCE_FILE, self.to_bytes())
 
     @classmethod
     def load(cls, folder: Path) -> FeatureReference | None:

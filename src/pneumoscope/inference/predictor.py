@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from pneumoscope.data.imaging import check_geometry
 from pneumoscope.errors import ModelError, PneumoscopeError
 from pneumoscope.inference import bundled, ood
 from pneumoscope.inference.sources import LoadedImage, load_input
@@ -545,8 +546,9 @@ def as_loaded_image(image: np.ndarray | LoadedImage) -> LoadedImage:
     array = np.asarray(image)
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
-    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)) or min(array.shape[:2]) < 2:
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)) or min(array.shape[:2]) < 1:
         raise DataError(f"expected a grey (H, W) or RGB (H, W, 3) image, got shape {array.shape}.")
+    check_geometry(array.shape[1], array.shape[0], "in-memory image")
     if array.dtype == np.uint8:
         scaled = array.astype(np.float32) / 255.0
     elif array.dtype == np.uint16:

@@ -141,10 +141,12 @@ def load_input(path: str | Path) -> LoadedImage:
 
 
 def load_input_bytes(data: bytes, name: str = "upload") -> LoadedImage:
-    """Decode an uploaded file (ImageLoadError naming ``name`` if it cannot be used) and measure its colour."""
-    from pneumoscope.data.imaging import is_dicom_bytes, load_image_bytes
+    """Decode an uploaded file (ImageLoadError naming ``name`` if it cannot be used, ``check_geometry`` included)
+    and measure its colour."""
+    from pneumoscope.data.imaging import check_geometry, is_dicom_bytes, load_image_bytes
 
     gray = load_image_bytes(data, name)
+    check_geometry(gray.shape[1], gray.shape[0], name)
     colour = _dicom_colourfulness(data) if is_dicom_bytes(data) or _is_dicom_name(name) else _pil_colourfulness(data)
     return LoadedImage(gray, colour)
 

@@ -14,6 +14,7 @@ import pandas as pd
 from pneumoscope.errors import DataError
 from pneumoscope.metrics.bootstrap import PER_CLASS_CI_METRICS
 from pneumoscope.metrics.classification import as_labels, as_probabilities, classification_metrics
+from pneumoscope.files import atomic_write_text
 
 PER_CLASS_METRICS = ("precision", "sensitivity", "specificity", "f1", "roc_auc", "pr_auc")
 TABLE_TWO_METRICS = ("precision", "sensitivity", "f1")
@@ -211,13 +212,13 @@ def write_table(frame: pd.DataFrame, stem: str | Any, digits: int = 3, percent: 
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = {"csv": stem.with_suffix(".csv"), "md": stem.with_suffix(".md"), "html": stem.with_suffix(".html")}
-    paths["csv"].write_text(to_csv(frame), encoding="utf-8")
-    paths["md"].write_text(to_markdown(frame, digits, percent), encoding="utf-8")
+    atomic_write_text(paths["csv"], to_csv(frame))
+    atomic_write_text(paths["md"], to_markdown(frame, digits, percent))
     page = ("<!DOCTYPE html><html><head><meta charset=utf-8><title>Comparison</title><style>"
             "body{font-family:system-ui,sans-serif;margin:2rem}table{border-collapse:collapse}"
             "td,th{padding:.3rem .6rem;border-bottom:1px solid #ddd}.num{text-align:right}</style></head><body>"
             + to_html(frame, digits, percent) + "</body></html>")
-    paths["html"].write_text(page, encoding="utf-8")
+    atomic_write_text(paths["html"], page)
     return {k: str(v) for k, v in paths.items()}
 
 

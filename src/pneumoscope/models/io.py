@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from pneumoscope.errors import ModelError
+from pneumoscope.files import atomic_write_bytes, atomic_write_text
 from pneumoscope.models.classifier import Classifier
 
 WEIGHTS_FILE = "model.safetensors"
@@ -25,7 +24,7 @@ def save_classifier(model: Classifier, meta: dict[str, Any], out_dir: str | Path
     ``architecture`` and ``model_kwargs`` are taken from the model itself (they must rebuild it); ``half=True``
     stores floating-point tensors as float16 (loading returns float32).
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from pneumoscope import __version__
 
@@ -37,10 +36,9 @@ def save_classifier(model: Classifier, meta: dict[str, Any], out_dir: str | Path
                                       "std": list(model.spec.std), "standardize": model.adapter.standardize})
     text = json.dumps(meta, indent=2, sort_keys=False, default=_json_default) + "\n"
     tensors = {k: _storable(v, half) for k, v in model.state_dict().items()}
-    with _atomic_path(out / WEIGHTS_FILE) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "pt", "architecture": model.spec.name})
-    with _atomic_path(out / META_FILE) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    # serialised in memory: safetensors' save_file creates its own private (0600) file in place of the one given
+    atomic_write_bytes(out / WEIGHTS_FILE, save(tensors, metadata={"format": "pt", "architecture": model.spec.name}))
+    atomic_write_text(out / META_FILE, text)
     return out
 
 
@@ -119,28 +117,6 @@ def _storable(tensor: torch.Tensor, half: bool) -> torch.Tensor:
     if half and tensor.is_floating_point():
         tensor = tensor.to(torch.float16)
     return tensor.contiguous().clone()  # clone: safetensors refuses tensors that share memory
-
-
-class _atomic_path:
-    """Context manager: a temporary path beside ``dest`` that replaces ``dest`` on success."""
-
-    def __init__(self, dest: Path):
-        self.dest = dest
-
-    def __enter__(self) -> Path:
-        fd, name = tempfile.mkstemp(prefix=f".{self.dest.name}.", suffix=".tmp", dir=self.dest.parent)
-        os.close(fd)
-        self.tmp = Path(name)
-        os.chmod(self.tmp, 0o644)  # mkstemp makes it private; a model file is as readable as any other output
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            with open(self.tmp, "rb") as handle:
-                os.fsync(handle.fileno())
-            os.replace(self.tmp, self.dest)
-        else:
-            self.tmp.unlink(missing_ok=True)
 
 
 def _json_default(value: Any) -> Any:

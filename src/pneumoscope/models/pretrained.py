@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from pneumoscope.errors import ModelError
+from pneumoscope.files import atomic_path
 from pneumoscope.models.backbones import Backbone
 from pneumoscope.models.spec import ModelSpec
 from pneumoscope.paths import cache_root
@@ -202,21 +203,17 @@ def mirrored(url: str) -> str:
 def download(url: str, dest: Path, timeout: float = DOWNLOAD_TIMEOUT_S) -> Path:
     """Download ``url`` to ``dest`` atomically (a partial file never sits at ``dest``); checks it is readable."""
     url = mirrored(url)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_name(f".{dest.name}.{os.getpid()}.part")
     log.info("downloading %s → %s", url, dest)
     request = urllib.request.Request(url, headers={"User-Agent": "pneumoscope"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response, partial.open("wb") as out:
-            _copy_with_progress(response, out, dest.name)
-        read_state_dict(partial, suffix=dest.suffix)
-        os.replace(partial, dest)
+        with atomic_path(dest) as partial:
+            with urllib.request.urlopen(request, timeout=timeout) as response, partial.open("wb") as out:
+                _copy_with_progress(response, out, dest.name)
+            read_state_dict(partial, suffix=dest.suffix)
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as error:
         raise ModelError(f"cannot download {url} ({_reason(error)})") from None
     except ModelError as error:
         raise ModelError(f"the file downloaded from {url} is not a weights file ({error.message})") from None
-    finally:
-        partial.unlink(missing_ok=True)
     return dest
 
 

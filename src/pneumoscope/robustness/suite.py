@@ -19,6 +19,7 @@ import pandas as pd
 
 from pneumoscope.errors import DataError, PneumoscopeError
 from pneumoscope.evaluation.runs import LoadedRun, RunModel
+from pneumoscope.files import atomic_write, atomic_write_text
 from pneumoscope.robustness.perturbations import SEVERITIES
 from pneumoscope.robustness.stress import stress_test, summary_by_kind
 
@@ -94,7 +95,7 @@ def run_robustness(run: LoadedRun, out_dir: str | Path, *, data_root: str | Path
     images, labels, rows = stress_images(run, max_images, seed)
     table = stress_test(images, labels, scorer.predict_fn, run.classes, perturbations=perturbations,
                         severities=tuple(severities), seed=seed, threshold=run.threshold, progress=progress)
-    table.to_csv(out_dir / STRESS_CSV, index=False)
+    _write_csv(table, out_dir / STRESS_CSV)
     result: dict[str, Any] = {
         "settings": {"max_images": int(max_images), "severities": list(severities), "seed": int(seed),
                      "perturbations": list(perturbations) if perturbations else "all",
@@ -110,7 +111,7 @@ def run_robustness(run: LoadedRun, out_dir: str | Path, *, data_root: str | Path
             result[name] = {"skipped": reason}
             continue
         result[name] = compute(run, scorer, data_root, proxy_images, out_dir, strict, seed, progress)
-    (out_dir / ROBUSTNESS_JSON).write_text(json.dumps(_clean(result), indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(out_dir / ROBUSTNESS_JSON, json.dumps(_clean(result), indent=2) + "\n")
     return _clean(result)
 
 
@@ -147,7 +148,7 @@ def _unseen(run, scorer, data_root, proxy_images, out_dir, strict, seed, progres
         if strict:
             raise
         return {"skipped": str(error)}
-    per_image.to_csv(out_dir / UNSEEN_CSV, index=False)
+    _write_csv(per_image, out_dir / UNSEEN_CSV)
     return {**summary, "file": UNSEEN_CSV}
 
 
@@ -161,7 +162,7 @@ def _resolution(run, scorer, data_root, proxy_images, out_dir, strict, seed, pro
         if strict:
             raise
         return {"skipped": str(error)}
-    per_image.to_csv(out_dir / RESOLUTION_CSV, index=False)
+    _write_csv(per_image, out_dir / RESOLUTION_CSV)
     return {**summary, "file": RESOLUTION_CSV}
 
 
@@ -184,3 +185,8 @@ def _clean(value: Any) -> Any:
     from pneumoscope.metrics.classification import clean
 
     return clean(value)
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
+    return atomic_write(path, lambda handle: frame.to_csv(handle, index=False))
+

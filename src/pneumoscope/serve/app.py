@@ -44,7 +44,15 @@ from pneumoscope.serve.schemas import (
     ModelInfo,
     Prediction,
 )
-from pneumoscope.serve.uploads import MB, BodyLimitMiddleware, ServeError, decode_upload, safe_filename
+from pneumoscope.serve.uploads import (
+    BODY_TIMEOUT_S,
+    MB,
+    MIN_BODY_RATE,
+    BodyLimitMiddleware,
+    ServeError,
+    decode_upload,
+    safe_filename,
+)
 
 log = logging.getLogger("pneumoscope.serve")
 T = TypeVar("T")
@@ -60,9 +68,11 @@ _UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
     for code, text in {
         400: "Empty file or malformed request.",
+        408: "Upload arrived too slowly (a pause or an average rate beyond the server's limits).",
         413: "Upload larger than the server's limit.",
         415: "Not an image or DICOM (checked by content).",
-        422: "Invalid parameters, or an image that cannot be decoded (truncated, DICOM without pixels).",
+        422: "Invalid parameters, or an image that cannot be decoded (truncated, DICOM without pixels) or is too "
+             "small or too elongated to be a chest X-ray.",
         503: "Server busy: retry later.",
     }.items()
 }
@@ -87,11 +97,15 @@ def create_app(
     max_batch_size: int = 16,
     cpu_threads: int | None = None,
     docs: bool = True,
+    body_timeout_s: float = BODY_TIMEOUT_S,
+    min_body_rate: float = MIN_BODY_RATE,
 ) -> FastAPI:
     """The service around ``predictor`` (loaded once, shared by all requests).
 
     ``max_upload_mb`` limits one file and the body of ``/predict`` and ``/explain``; ``/predict/batch`` takes
-    at most ``max_batch_files`` files and ``max_batch_mb`` (default: 4 x ``max_upload_mb``) in all.
+    at most ``max_batch_files`` files and ``max_batch_mb`` (default: 4 x ``max_upload_mb``) in all. A request body
+    that pauses for ``body_timeout_s`` seconds, or averages under ``min_body_rate`` bytes/s after the first
+    ``body_timeout_s``, is answered 408 and its connection closed (``uploads.BodyLimitMiddleware``).
     ``max_batch_size`` is how many queued images the model predicts in one call; ``cpu_threads`` how many
     threads decode uploads and encode PNGs (default: up to 4).
     """
@@ -135,7 +149,7 @@ def create_app(
             return upload_bytes
         return 64 * 1024  # no other endpoint takes a body
 
-    app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
+    app.add_middleware(BodyLimitMiddleware, limit_for=limit_for, timeout_s=body_timeout_s, min_rate=min_body_rate)
     _add_error_handlers(app)
     app.add_middleware(SecurityHeadersMiddleware)
 
@@ -218,7 +232,10 @@ def create_app(
                               uptime_s=round(time.monotonic() - started_at, 3),
                               requests_served=runner.served, queue_length=runner.queue_length)
 
-    model_info = _model_info(predictor, classes, model_id, max_upload_mb, max_batch_files, batch_bytes)
+    limits = {"max_upload_mb": max_upload_mb, "max_batch_files": max_batch_files,
+              "max_batch_mb": round(batch_bytes / MB, 3), "body_timeout_s": body_timeout_s,
+              "min_body_rate_bytes_per_s": min_body_rate}
+    model_info = _model_info(predictor, classes, model_id, limits)
 
     @app.get("/model", response_model=ModelInfo, tags=["service"], summary="The served model")
     async def model() -> ModelInfo:
@@ -269,8 +286,7 @@ def _prediction(raw: dict, name: str | None, shape: tuple[int, ...], tta: int, m
     )
 
 
-def _model_info(predictor: Any, classes: list[str], model_id: str, max_upload_mb: float, max_batch_files: int,
-                batch_bytes: int) -> ModelInfo:
+def _model_info(predictor: Any, classes: list[str], model_id: str, limits: dict[str, float]) -> ModelInfo:
     card = dict(getattr(predictor, "card", None) or {})
     threshold = getattr(predictor, "threshold", None)
     metrics = card.get("val_metrics") or card.get("metrics")
@@ -285,8 +301,7 @@ def _model_info(predictor: Any, classes: list[str], model_id: str, max_upload_mb
         metrics=metrics if isinstance(metrics, dict) else None,
         card=_json_safe(card),
         card_markdown=card.get("model_card") or None,
-        limits={"max_upload_mb": max_upload_mb, "max_batch_files": max_batch_files,
-                "max_batch_mb": round(batch_bytes / MB, 3)},
+        limits=limits,
         intended_use=INTENDED_USE,
     )
 

@@ -312,6 +312,35 @@ def resolve_config(
     return validate_config(values, source=config_file)
 
 
+def override_notes(config_file: str | Path | None, overrides: dict[str, Any], preset: str | None = None) -> list[str]:
+    """One note for each setting of ``config_file`` that ``overrides`` or ``preset`` (the command line) replace, for
+    the command line to print: a value written in a file is never replaced silently."""
+    if config_file is None:
+        return []
+    given = {**overrides, "preset": preset} if preset else overrides
+    return [f"note: {key} is {_shown(in_file)} in {config_file} and {_shown(instead)} on the command line; the "
+            "command line's value is used." for key, in_file, instead in overridden_settings(read_yaml(config_file),
+                                                                                           given)]
+
+
+def overridden_settings(base: dict[str, Any], update: dict[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """``(dotted key, value in base, value in update)`` for each setting both give, with different values."""
+    found = []
+    for key, value in update.items():
+        if key not in base:
+            continue
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and isinstance(base[key], dict):
+            found += overridden_settings(base[key], value, f"{dotted}.")
+        elif value != base[key]:
+            found.append((dotted, base[key], value))
+    return found
+
+
+def _shown(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
+
+
 def validate_config(values: dict[str, Any], source: str | Path | None = None) -> TrainConfig:
     """``TrainConfig`` from plain values; errors become one ``ConfigError`` naming the key (and the file)."""
     try:

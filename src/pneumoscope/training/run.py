@@ -8,7 +8,6 @@ summary.json (written last: its presence means the run finished) and checkpoints
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import time
@@ -51,6 +50,14 @@ def _prepare_run_dir(run_dir: Path, resuming: bool) -> None:
     if not resuming and (run_dir / SUMMARY_FILE).exists():
         raise ConfigError("this run folder already holds a finished run.", path=run_dir, fix="choose another --out.")
     run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def remove_leftovers(run_dir: Path) -> None:
+    """Delete the temporary files that a run killed mid-write left in its folder and checkpoints/."""
+    from pneumoscope.files import remove_temporaries
+
+    for folder in (run_dir, run_dir / CHECKPOINT_DIR):
+        remove_temporaries(folder)
 
 
 def _is_global_zero() -> bool:
@@ -229,25 +236,21 @@ def quiet_lightning() -> None:
 def _trainer(config: TrainConfig, run_dir: Path, accelerator: str, progress: bool, on_epoch: EpochCallback | None,
              loggers: list[Any] | None = None):
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+    from lightning.pytorch.callbacks import RichProgressBar
 
-    from pneumoscope.training.callbacks import EpochRecorder, StageAwareEarlyStopping
+    from pneumoscope.training.callbacks import EpochCheckpoint, EpochRecorder, StageAwareEarlyStopping
     from pneumoscope.training.checkpointing import AtomicCheckpointIO
 
     t = config.trainer
     ckpt_dir = run_dir / CHECKPOINT_DIR
-    best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_loss", mode="min", save_top_k=1,
-                           save_weights_only=True, save_on_train_epoch_end=True, enable_version_counter=False)
-    # every epoch, overwriting (monitor=None keeps the latest); written after "best", so it records best's state
-    last = ModelCheckpoint(dirpath=ckpt_dir, filename=Path(LAST_CHECKPOINT).stem, monitor=None, save_top_k=1,
-                           save_on_train_epoch_end=True, enable_version_counter=False)
-    callbacks: list[Any] = [EpochRecorder(run_dir / "metrics.csv", on_epoch=on_epoch)]
+    recorder = EpochRecorder(run_dir / "metrics.csv", on_epoch=on_epoch)
+    callbacks: list[Any] = [recorder]
     if t.early_stopping_patience is not None:
         callbacks.append(StageAwareEarlyStopping(monitor="val_loss", mode="min", patience=t.early_stopping_patience,
                                                  check_on_train_epoch_end=True))
     if progress:
         callbacks.append(RichProgressBar(leave=False, console_kwargs={"stderr": True}))
-    callbacks += [best, last]
+    callbacks.append(EpochCheckpoint(ckpt_dir / LAST_CHECKPOINT, ckpt_dir / BEST_CHECKPOINT, recorder))
     return L.Trainer(
         accelerator=accelerator,
         devices=t.devices if t.devices != "auto" else ("auto" if accelerator == "cuda" else 1),
@@ -399,7 +402,9 @@ def _summary(config: TrainConfig, run_dir: Path, rows: list[dict[str, Any]], ope
     import lightning
     import torch
 
-    best = min(rows, key=lambda r: r["val_loss"] if math.isfinite(r["val_loss"]) else math.inf) if rows else {}
+    from pneumoscope.training.callbacks import best_row
+
+    best = best_row(rows) if rows else {}
     return {
         "run_dir": str(run_dir.resolve()),
         "preset": config.preset,
@@ -432,7 +437,7 @@ def _summary(config: TrainConfig, run_dir: Path, rows: list[dict[str, Any]], ope
 def _finalize(config, run_dir, trainer, module, datamodule, accelerator, counts, wall_start, resumed) -> None:
     from pneumoscope.files import atomic_write_text
     from pneumoscope.models import save_classifier
-    from pneumoscope.training.callbacks import EpochRecorder
+    from pneumoscope.training.callbacks import EpochRecorder, best_row
 
     model = module.model
     load_best_weights(model, run_dir)
@@ -441,8 +446,8 @@ def _finalize(config, run_dir, trainer, module, datamodule, accelerator, counts,
     model = model.to("cpu").to(memory_format=__import__("torch").contiguous_format)
     operating = validation_operating_point(config, model, logits, labels)
     recorder = next(c for c in trainer.callbacks if isinstance(c, EpochRecorder))
-    best_row = min(recorder.rows, key=lambda r: r["val_loss"])
-    operating["val_metrics"].update(val_loss=best_row["val_loss"], epoch=best_row["epoch"])
+    best = best_row(recorder.rows)  # the epoch whose weights best.ckpt holds
+    operating["val_metrics"].update(val_loss=best["val_loss"], epoch=best["epoch"])
     meta = {
         "task": config.task,
         "classes": list(task_classes(config.task)),
@@ -493,6 +498,8 @@ def train(
                           fix="pass --out RUN_DIR.")
     run_dir = Path(out_dir) if out_dir is not None else default_run_dir(config)
     _prepare_run_dir(run_dir, resuming)
+    if _is_global_zero():
+        remove_leftovers(run_dir)
     if not resuming and _is_global_zero():
         save_config(config, run_dir / "config.yaml")
     L.seed_everything(config.seed, workers=True, verbose=False)
@@ -512,6 +519,10 @@ def train(
     manifest = build_run_manifest(config, run_dir, resuming, manifest)
     counts = check_task_data(manifest, config.task, _data_name(config))
     checkpoint = Path(resume_from) if resume_from is not None and Path(resume_from).is_file() else None
+    if checkpoint is not None and _is_global_zero():
+        from pneumoscope.training.checkpointing import repair_best_checkpoint
+
+        repair_best_checkpoint(checkpoint, run_dir / CHECKPOINT_DIR / BEST_CHECKPOINT)
     trainer, module, datamodule = _fit(config, run_dir, manifest, model, accelerator, checkpoint, progress, on_epoch,
                                        loggers)
     if trainer.is_global_zero:
