@@ -59,11 +59,11 @@ def manifest_for(args: argparse.Namespace):
     """Patient-grouped subsample of ``--limit`` images of the data folder, hashed and split like a training run."""
     from pneumoscope.data.manifest import build_manifest, scan_manifest
     from pneumoscope.data.splits import assign_splits
-    from pneumoscope.training.run import subsample_patients
+    from pneumoscope.training.run import subsample_task
 
     table = build_manifest([args.data], scan=False)
     if args.limit:
-        table = subsample_patients(table, "binary", args.limit, seed=0)
+        table = subsample_task(table, "binary", args.limit, seed=0)
     table = scan_manifest(table, progress=False)
     return assign_splits(table, "binary", 0.15, seed=0)
 
@@ -171,15 +171,11 @@ def time_training(config, manifest, device: str, clock: Stopwatch, workers: int)
     import lightning as L
     import torch
 
+    from pneumoscope.device import resolve_channels_last, resolve_precision
     from pneumoscope.training.augment import BatchAugment
     from pneumoscope.training.datamodule import PneumoDataModule
     from pneumoscope.training.module import ClassifierModule
-    from pneumoscope.training.run import (
-        build_model,
-        quiet_lightning,
-        resolve_channels_last,
-        resolve_precision,
-    )
+    from pneumoscope.training.run import build_model, quiet_lightning
 
     class Clock(L.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -206,9 +202,9 @@ def time_training(config, manifest, device: str, clock: Stopwatch, workers: int)
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
+    from pneumoscope.device import resolve_accelerator, resolve_channels_last, resolve_precision
     from pneumoscope.training.augment import BatchAugment
     from pneumoscope.training.datamodule import PneumoDataModule, resolve_num_workers
-    from pneumoscope.training.run import resolve_accelerator, resolve_channels_last, resolve_precision
 
     torch.manual_seed(0)
     device = resolve_accelerator(args.device)

@@ -129,10 +129,10 @@ def subset_manifest(args: argparse.Namespace, root: Path) -> tuple[Path, int]:
     """A patient-grouped subsample of the Kermany train folder with its splits, as a CSV manifest."""
     from pneumoscope.data.manifest import build_manifest, scan_manifest, write_manifest
     from pneumoscope.data.splits import assign_splits
-    from pneumoscope.training.run import subsample_patients
+    from pneumoscope.training.run import subsample_task
 
     table = build_manifest([args.data], scan=False)
-    table = scan_manifest(subsample_patients(table, "binary", args.images, seed=0), progress=False)
+    table = scan_manifest(subsample_task(table, "binary", args.images, seed=0), progress=False)
     table = assign_splits(table, "binary", 0.15, seed=0)
     path = root / "manifest.csv"
     write_manifest(table, path)
@@ -142,7 +142,7 @@ def subset_manifest(args: argparse.Namespace, root: Path) -> tuple[Path, int]:
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from pneumoscope.training.run import resolve_precision
+    from pneumoscope.device import resolve_precision
 
     args.resolved_precision = resolve_precision(args.precision, "cpu")
     rows: dict[str, list[float]] = {}

@@ -144,11 +144,11 @@ def split_dataset(manifest: pd.DataFrame, task: str = "binary", *, val_fraction:
     """
     from pneumoscope.data.splits import assign_splits
     from pneumoscope.tasks import task_classes
-    from pneumoscope.training.run import subsample_patients
+    from pneumoscope.training.run import subsample_task
 
     task_classes(task)  # an unknown task is a ConfigError before any work
     if max_images is not None:
-        manifest = subsample_patients(manifest, task, max_images, seed)
+        manifest = subsample_task(manifest, task, max_images, seed)
     return assign_splits(manifest, task, val_fraction, seed, folds=folds, test_fraction=test_fraction)
 
 

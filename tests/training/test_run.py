@@ -174,26 +174,3 @@ def test_split_seed_fixes_the_validation_split_across_training_seeds(tiny_config
     assert fixed[0] == fixed[1] == fixed[2] == val_patients("seed0", seed=0)  # default: the run's seed
     free = [val_patients(f"free{seed}", seed=seed) for seed in (1, 2, 3)]
     assert len({frozenset(p) for p in free}) > 1  # without it, the training seed moves the split
-
-
-@pytest.mark.parametrize(("setting", "accelerator", "native_bf16", "expected"), [
-    ("auto", "cpu", True, "bf16-mixed"),
-    ("auto", "cpu", False, "32-true"),
-    ("32", "cpu", True, "32-true"),
-    ("bf16", "cpu", False, "bf16-mixed"),
-])
-def test_auto_precision_on_cpu_is_bf16_only_where_the_cpu_has_it(monkeypatch, setting, accelerator, native_bf16,
-                                                                   expected):
-    from pneumoscope.training import run
-
-    monkeypatch.setattr(run, "cpu_has_native_bf16", lambda: native_bf16)
-    assert run.resolve_precision(setting, accelerator) == expected
-
-
-def test_fp16_autocast_on_cpu_is_refused():
-    from pneumoscope.errors import ConfigError
-    from pneumoscope.training.run import resolve_precision
-
-    with pytest.raises(ConfigError, match="needs a CUDA GPU"):
-        resolve_precision("16", "cpu")
-

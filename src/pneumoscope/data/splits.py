@@ -77,6 +77,19 @@ def assign_splits(manifest: pd.DataFrame, task: str, val_fraction: float = 0.15,
     return table
 
 
+def subsample_patients(table: pd.DataFrame, label_column: str, max_images: int, seed: int,
+                       pool: pd.Series | None = None, min_images: int = 1) -> pd.DataFrame:
+    """About ``max_images`` of ``table``'s rows, whole patients at a time, each class of ``label_column`` keeping its
+    share (``sample_patients``). Only the rows of ``pool`` (a boolean mask; default: every row) are sampled, the
+    others are kept as they are; a pool no larger than ``max_images`` is kept whole."""
+    pool = pd.Series(True, index=table.index) if pool is None else pool.astype(bool)
+    candidates = table.loc[pool]
+    if len(candidates) <= max_images:
+        return table
+    chosen = sample_patients(candidates["patient_id"], candidates[label_column], max_images, seed, min_images)
+    return table.loc[~pool | table["patient_id"].isin(chosen)].reset_index(drop=True)
+
+
 def sample_patients(patient_ids: pd.Series, labels: pd.Series, max_images: int, seed: int,
                     min_images: int = 1) -> list[str]:
     """Patients whose images make a class-stratified subsample of about ``max_images`` images.

@@ -95,7 +95,7 @@ def cv_manifest(config: TrainConfig, folds: int, out_dir: Path) -> pd.DataFrame:
     """The manifest with a ``fold`` column: read back from ``out_dir/manifest.csv``, else built and saved."""
     from pneumoscope.data.manifest import build_manifest, read_manifest, write_manifest
     from pneumoscope.data.splits import assign_splits
-    from pneumoscope.training.run import subsample_patients
+    from pneumoscope.training.run import subsample_task
 
     saved = out_dir / "manifest.csv"
     if saved.is_file():
@@ -109,7 +109,7 @@ def cv_manifest(config: TrainConfig, folds: int, out_dir: Path) -> pd.DataFrame:
         raise ConfigError("no data given.", fix="pass --data PATH or data.paths in the config.")
     manifest = build_manifest(config.data.paths)
     if config.data.max_images is not None:
-        manifest = subsample_patients(manifest, config.task, config.data.max_images, config.seed)
+        manifest = subsample_task(manifest, config.task, config.data.max_images, config.seed)
     manifest = assign_splits(manifest, config.task, config.data.val_fraction, config.seed, folds=folds)
     write_manifest(manifest, saved)
     return manifest

@@ -56,7 +56,7 @@ def evaluate(
     """Score ``run_dir`` on ``data`` (default: the run's own manifest) and write the files of the module docstring;
     returns the output folder. ``device``: cpu, cuda or auto (a GPU when one is visible)."""
     from pneumoscope.progress import say
-    from pneumoscope.training.run import resolve_accelerator
+    from pneumoscope.device import resolve_accelerator
 
     run = load_run(run_dir)
     selection = select_images(run, data, split, max_images, skip_unknown_labels, seed)

@@ -152,36 +152,16 @@ class RunModel:
     def logits(self, images: np.ndarray, progress: bool = False, description: str = "scoring",
                features: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """Logits ``(N, outputs)`` of uint8 images ``(N, S, S)`` (and pooled penultimate features if asked)."""
-        import torch
+        from pneumoscope.models.scoring import forward
 
-        from pneumoscope.progress import progress_bar
-
-        outputs, pooled = [], []
-        with progress_bar(progress, transient=True) as bar, torch.inference_mode():
-            task = bar.add_task(description, total=len(images))
-            for start in range(0, len(images), self.batch_size):
-                batch = torch.from_numpy(np.array(images[start:start + self.batch_size], dtype=np.uint8))[:, None]
-                x = batch.to(self.device).float().div_(255.0)
-                if features:
-                    feature_map = self.model.features(x)
-                    logits = self.model.head(feature_map)
-                    pooled.append((feature_map.mean(dim=(2, 3)) if feature_map.ndim == 4
-                                   else feature_map.flatten(1)).float().cpu())
-                else:
-                    logits = self.model(x)
-                outputs.append(logits.float().cpu())
-                bar.advance(task, len(batch))
-        if not outputs:
-            return np.empty((0, len(self.run.classes)), dtype=np.float32), None
-        return torch.cat(outputs).numpy(), torch.cat(pooled).numpy() if features else None
+        return forward(self.model, images, batch_size=self.batch_size, device=self.device, features=features,
+                       progress=progress, description=description)
 
     def probabilities(self, logits: np.ndarray, temperature: float | None = None) -> np.ndarray:
         """Class probabilities ``(N, K)`` of logits scaled by ``1 / temperature`` (the stored one by default)."""
-        from pneumoscope.training.run import probabilities_from_logits
+        from pneumoscope.models.scoring import probabilities
 
-        t = self.run.temperature if temperature is None else float(temperature)
-        probs = probabilities_from_logits(self.model, np.asarray(logits, dtype=np.float64), t).astype(np.float64)
-        return probs / probs.sum(axis=1, keepdims=True)
+        return probabilities(logits, self.run.temperature if temperature is None else float(temperature))
 
     def prepare(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Grey images of any size (float in [0, 1] or uint8) → the model's uint8 inputs ``(N, S, S)``."""

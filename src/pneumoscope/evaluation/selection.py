@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from pneumoscope.data.splits import subsample_patients
 from pneumoscope.errors import ConfigError, DataError, ModelError
 from pneumoscope.evaluation.runs import LoadedRun
 from pneumoscope.tasks import label_column
@@ -73,7 +74,7 @@ def select_images(run: LoadedRun, data: Sequence[str | Path] | None = None, spli
     rows = _without_training_images(run, rows, left_out, notes)
     if max_images is not None and len(rows) > int(max_images):
         before = len(rows)
-        rows = subsample_patients(rows, int(max_images), seed)
+        rows = subsample_patients(rows, "label", int(max_images), seed)
         left_out["subsampled"] = before - len(rows)
         notes.append(f"patient-grouped, class-stratified subsample of {len(rows)} of {before} images (--max-images).")
     if rows.empty:
@@ -172,11 +173,3 @@ def _without_training_images(run: LoadedRun, rows: pd.DataFrame, left_out: dict[
         notes.append(f"{int(trained.sum())} image(s) left out: the model was trained on them (same image or same "
                      "patient as a training image).")
     return rows.loc[~trained]
-
-
-def subsample_patients(rows: pd.DataFrame, max_images: int, seed: int) -> pd.DataFrame:
-    """About ``max_images`` rows, whole patients at a time, each class keeping its share (at least one patient)."""
-    from pneumoscope.data.splits import sample_patients
-
-    chosen = sample_patients(rows["patient_id"], rows["label"], max_images, seed)
-    return rows.loc[rows["patient_id"].isin(chosen)]

@@ -64,7 +64,7 @@ def stress_images(run: LoadedRun, max_images: int, seed: int = 0) -> tuple[list[
     """A patient-grouped, class-stratified subset (≤ about ``max_images``) of the run's validation images,
     decoded at their stored resolution, with their class names and manifest rows."""
     from pneumoscope.data.imaging import load_image
-    from pneumoscope.evaluation.selection import subsample_patients
+    from pneumoscope.data.splits import subsample_patients
     from pneumoscope.tasks import label_column
 
     rows = run.rows("val")
@@ -72,8 +72,7 @@ def stress_images(run: LoadedRun, max_images: int, seed: int = 0) -> tuple[list[
         raise DataError("the run has no validation images to stress-test (manifest.csv has no val rows).",
                         path=run.run_dir, fix="give a run folder written by `pneumoscope train`.")
     rows = rows.assign(label=rows[label_column(run.task)].astype(str))
-    if len(rows) > max_images:
-        rows = subsample_patients(rows, max_images, seed)
+    rows = subsample_patients(rows, "label", max_images, seed)
     rows = rows.sort_values("path").reset_index(drop=True)
     return [load_image(p) for p in rows["path"]], rows["label"].tolist(), rows
 

@@ -18,6 +18,9 @@ from lightning.fabric.plugins import CheckpointIO
 from pneumoscope.errors import ConfigError
 from pneumoscope.files import atomic_write
 
+CHECKPOINT_DIR = "checkpoints"
+LAST_CHECKPOINT = "last.ckpt"
+BEST_CHECKPOINT = "best.ckpt"
 EPOCH_CHECKPOINT_STATE = "EpochCheckpoint"  # callbacks.EpochCheckpoint.state_key
 
 

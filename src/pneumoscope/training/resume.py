@@ -11,8 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from pneumoscope.errors import ConfigError
+from pneumoscope.training.checkpointing import CHECKPOINT_DIR, LAST_CHECKPOINT
 from pneumoscope.training.config import load_run_config, validate_config
-from pneumoscope.training.run import CHECKPOINT_DIR, LAST_CHECKPOINT, SUMMARY_FILE, EpochCallback, train
+from pneumoscope.training.finish import SUMMARY_FILE
+from pneumoscope.training.run import EpochCallback, train
 
 
 def is_finished(run_dir: str | Path) -> bool:

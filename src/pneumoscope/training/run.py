@@ -9,25 +9,20 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from pneumoscope import __version__
+from pneumoscope.device import resolve_accelerator, resolve_channels_last, resolve_precision
 from pneumoscope.errors import ConfigError, DataError
 from pneumoscope.tasks import label_column, task_classes
+from pneumoscope.training.checkpointing import BEST_CHECKPOINT, CHECKPOINT_DIR, LAST_CHECKPOINT
 from pneumoscope.training.config import TrainConfig, save_config
+from pneumoscope.training.finish import SUMMARY_FILE
 from pneumoscope.training.tracking import experiment_loggers, is_tracked, log_training_result
 
-CHECKPOINT_DIR = "checkpoints"
-LAST_CHECKPOINT = "last.ckpt"
-BEST_CHECKPOINT = "best.ckpt"
-SUMMARY_FILE = "summary.json"
 LOGISTIC_REGRESSION = "logistic_regression"
 
 EpochCallback = Callable[[dict[str, Any], Any], None]
@@ -67,74 +62,19 @@ def _is_global_zero() -> bool:
 
 
 # ------------------------------------------------------------------------------------------------------------
-# devices
-
-
-def resolve_accelerator(device: str) -> str:
-    """``auto`` → ``cuda`` when a GPU is visible, else ``cpu``; ``cuda`` without a GPU is an error."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for, but no CUDA GPU is visible to PyTorch.",
-                          fix="use --device cpu (or auto), or install a CUDA build of torch.")
-    return device
-
-
-def resolve_precision(precision: str, accelerator: str) -> str:
-    """Lightning precision. ``auto``: bf16 autocast on a GPU that has it, fp16 autocast on older GPUs; on a CPU, bf16
-    autocast where the CPU has bf16 instructions (AVX512-BF16 or AMX: 2.8 instead of 4.1 GB peak memory and no
-    slower, docs/PERFORMANCE.md), else fp32 (bf16 emulated in software would be several times slower)."""
-    import torch
-
-    if precision == "auto":
-        if accelerator != "cuda":
-            return "bf16-mixed" if cpu_has_native_bf16() else "32-true"
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    if precision == "16" and accelerator != "cuda":
-        raise ConfigError("trainer.precision 16 (fp16 autocast) needs a CUDA GPU.", fix="use 32 or bf16 on CPU.")
-    return {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}[precision]
-
-
-def cpu_has_native_bf16() -> bool:
-    """True if this CPU runs bf16 matrix maths in hardware (x86 AVX512-BF16 or AMX tiles)."""
-    import torch
-
-    try:
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except AttributeError:  # private helpers of torch.cpu; a build without them: take the safe choice
-        return False
-
-
-def resolve_channels_last(setting: bool | str) -> bool:
-    """``auto`` → on, on CPU and GPU: NHWC convolutions are faster on both (oneDNN on CPU: +68 % EfficientNet-Lite0
-    training images/s at 128 px on 2 cores, docs/PERFORMANCE.md); results differ only by float rounding."""
-    return True if setting == "auto" else bool(setting)
-
-
-# ------------------------------------------------------------------------------------------------------------
 # data
 
 
-def subsample_patients(manifest, task: str, max_images: int, seed: int):
-    """A patient-grouped, class-stratified subsample of about ``max_images`` task images (official test rows kept).
-
-    Whole patients, each class keeping its share (``data.splits.sample_patients``).
-    """
-    from pneumoscope.data.splits import sample_patients
+def subsample_task(manifest, task: str, max_images: int, seed: int):
+    """A patient-grouped, class-stratified subsample of about ``max_images`` images of ``task`` (official test rows
+    and rows outside the task are kept as they are)."""
+    from pneumoscope.data.splits import subsample_patients
 
     column = label_column(task)
-    in_task = manifest[column].fillna("").astype(str).ne("")
+    pool = manifest[column].fillna("").astype(str).ne("")
     if "official_split" in manifest.columns:
-        in_task &= manifest["official_split"].fillna("").ne("test")
-    pool = manifest.loc[in_task]
-    if len(pool) <= max_images:
-        return manifest
-    chosen = sample_patients(pool["patient_id"], pool[column], max_images, seed, min_images=2)
-    keep = ~in_task | manifest["patient_id"].isin(chosen)
-    return manifest.loc[keep].reset_index(drop=True)
-
+        pool &= manifest["official_split"].fillna("").ne("test")
+    return subsample_patients(manifest, column, max_images, seed, pool=pool, min_images=2)
 
 def check_task_data(manifest, task: str, source: str = "the data") -> dict[str, dict[str, int]]:
     """Counts per split and class; a clear ``DataError`` when the data cannot train ``task``."""
@@ -193,7 +133,7 @@ def build_run_manifest(config: TrainConfig, run_dir: Path, resuming: bool, manif
     manifest = build_manifest(config.data.paths)
     split_seed = config.seed if config.data.split_seed is None else config.data.split_seed
     if config.data.max_images is not None:
-        manifest = subsample_patients(manifest, config.task, config.data.max_images, split_seed)
+        manifest = subsample_task(manifest, config.task, config.data.max_images, split_seed)
     manifest = assign_splits(manifest, config.task, config.data.val_fraction, split_seed)
     if _is_global_zero():
         write_manifest(manifest, saved)
@@ -305,166 +245,35 @@ def _fit(config: TrainConfig, run_dir: Path, manifest, model, accelerator: str, 
 # after the fit: best weights, validation operating point, reports
 
 
-def load_best_weights(model, run_dir: Path) -> None:
-    """Load the best epoch's weights (``checkpoints/best.ckpt``, read with weights_only) into ``model``."""
-    from pneumoscope.training.checkpointing import load_checkpoint_file
-
-    checkpoint = load_checkpoint_file(run_dir / CHECKPOINT_DIR / BEST_CHECKPOINT)
-    prefix = "model."
-    state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
-    model.load_state_dict(state)
-
-
-def predict_logits(model, images: np.ndarray, batch_size: int = 64, device: str = "cpu") -> np.ndarray:
-    """Logits of uint8 images ``(N, S, S)`` (eval mode, no augmentation)."""
-    import torch
-
-    model = model.to(device).eval()
-    outputs = []
-    with torch.inference_mode():
-        for start in range(0, len(images), batch_size):
-            batch = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size]))[:, None]
-            outputs.append(model(batch.to(device).float().div_(255.0)).float().cpu())
-    return torch.cat(outputs).numpy() if outputs else np.empty((0, 0), dtype=np.float32)
-
-
-def probabilities_from_logits(model, logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Class probabilities ``(N, K)`` (K = number of classes) from logits scaled by ``1 / temperature``."""
-    import torch
-
-    scaled = torch.from_numpy(logits / temperature)
-    probs = model.probabilities(scaled) if hasattr(model, "probabilities") else torch.softmax(scaled, dim=1)
-    probs = probs.detach().cpu().numpy()
-    if probs.ndim == 1 or probs.shape[1] == 1:
-        p = probs.reshape(-1)
-        probs = np.stack([1.0 - p, p], axis=1)
-    return probs
-
-
-def validation_operating_point(config: TrainConfig, model, logits: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-    """Temperature (optional) and, for the binary task, the threshold chosen on validation; validation metrics."""
-    from sklearn.metrics import roc_auc_score
-
-    result: dict[str, Any] = {"temperature": 1.0, "threshold": None, "threshold_method": None}
-    ev = config.evaluation
-    if ev.temperature:
-        from pneumoscope.metrics.calibration import fit_temperature
-
-        result["temperature"] = float(_value(fit_temperature(logits, labels), "temperature"))
-    probs = probabilities_from_logits(model, logits, result["temperature"])
-    metrics: dict[str, float] = {"accuracy": float(np.mean(probs.argmax(1) == labels)), "n": len(labels)}
-    if config.task == "binary":
-        p = probs[:, 1]
-        if ev.threshold_method == "fixed":
-            threshold = ev.fixed_threshold
-        else:
-            from pneumoscope.metrics.threshold import choose_threshold
-
-            threshold = float(_value(choose_threshold(labels, p, method=ev.threshold_method,
-                                                      target_sensitivity=ev.target_sensitivity), "threshold"))
-        predicted = (p >= threshold).astype(int)
-        positives, negatives = labels == 1, labels == 0
-        metrics.update(
-            accuracy_at_threshold=float(np.mean(predicted == labels)),
-            sensitivity=float(np.mean(predicted[positives] == 1)) if positives.any() else float("nan"),
-            specificity=float(np.mean(predicted[negatives] == 0)) if negatives.any() else float("nan"),
-            auc=float(roc_auc_score(labels, p)) if positives.any() and negatives.any() else float("nan"),
-        )
-        result.update(threshold=float(threshold), threshold_method=ev.threshold_method)
-    else:
-        per_class = {name: float(np.mean(probs.argmax(1)[labels == i] == i)) if (labels == i).any() else float("nan")
-                     for i, name in enumerate(task_classes(config.task))}
-        metrics["recall_per_class"] = per_class  # type: ignore[assignment]
-    result["val_metrics"] = metrics
-    return result
-
-
-def _value(result: Any, name: str) -> float:
-    """A float from a helper that returns a number, a mapping or an object with attribute ``name``."""
-    if isinstance(result, dict):
-        return float(result[name])
-    if hasattr(result, name):
-        return float(getattr(result, name))
-    return float(result)
-
-
-def write_curves(metrics_csv: Path, out: Path) -> Path:
-    """Training curves (loss and accuracy per epoch) as PNG, drawn by the report's own plot."""
-    from pneumoscope.report.plots import plot_training_curves
-
-    plot_training_curves(metrics_csv, out)
-    return out
-
-
-def _summary(config: TrainConfig, run_dir: Path, rows: list[dict[str, Any]], operating: dict[str, Any],
-             counts: dict[str, dict[str, int]], accelerator: str, precision: str, wall: float,
-             resumed: bool) -> dict[str, Any]:
-    import lightning
-    import torch
-
-    from pneumoscope.training.callbacks import best_row
-
-    best = best_row(rows) if rows else {}
-    return {
-        "run_dir": str(run_dir.resolve()),
-        "preset": config.preset,
-        "task": config.task,
-        "model": config.model.name,
-        "pretrained": config.model.pretrained,
-        "strategy": config.strategy.kind,
-        "image_size": config.data.image_size,
-        "epochs": len(rows),
-        "best_epoch": best.get("epoch"),
-        "best_val_loss": best.get("val_loss"),
-        "best_val_acc": best.get("val_acc"),
-        "val_metrics": operating.get("val_metrics", {}),
-        "threshold": operating.get("threshold"),
-        "threshold_method": operating.get("threshold_method"),
-        "temperature": operating.get("temperature"),
-        "split_counts": counts,
-        "wall_seconds": round(wall, 2),
-        "mean_epoch_seconds": round(float(np.mean([r["seconds"] for r in rows])), 2) if rows else None,
-        "mean_images_per_second": round(float(np.mean([r["images_per_second"] for r in rows])), 2) if rows else None,
-        "device": accelerator,
-        "device_name": torch.cuda.get_device_name(0) if accelerator == "cuda" else platform.processor() or "cpu",
-        "precision": precision,
-        "resumed": resumed,
-        "versions": {"pneumoscope": __version__, "torch": torch.__version__, "lightning": lightning.__version__},
-        "finished": datetime.now().isoformat(timespec="seconds"),
-    }
-
-
 def _finalize(config, run_dir, trainer, module, datamodule, accelerator, counts, wall_start, resumed) -> None:
-    from pneumoscope.files import atomic_write_text
+    import torch
+
     from pneumoscope.models import save_classifier
+    from pneumoscope.models.scoring import forward
     from pneumoscope.training.callbacks import EpochRecorder, best_row
+    from pneumoscope.training.finish import (
+        load_best_weights,
+        model_metadata,
+        run_summary,
+        validation_operating_point,
+        write_curves,
+        write_summary,
+    )
 
     model = module.model
     load_best_weights(model, run_dir)
     images, labels = datamodule.val_arrays()
-    logits = predict_logits(model, images, device="cuda" if accelerator == "cuda" else "cpu")
-    model = model.to("cpu").to(memory_format=__import__("torch").contiguous_format)
-    operating = validation_operating_point(config, model, logits, labels)
+    logits, _ = forward(model, images, device="cuda" if accelerator == "cuda" else "cpu")
+    model = model.to("cpu").to(memory_format=torch.contiguous_format)
+    operating = validation_operating_point(config, logits, labels)
     recorder = next(c for c in trainer.callbacks if isinstance(c, EpochRecorder))
     best = best_row(recorder.rows)  # the epoch whose weights best.ckpt holds
     operating["val_metrics"].update(val_loss=best["val_loss"], epoch=best["epoch"])
-    meta = {
-        "task": config.task,
-        "classes": list(task_classes(config.task)),
-        "image_size": config.data.image_size,
-        "preprocessing": {"clahe": config.data.clahe},
-        "threshold": operating["threshold"],
-        "threshold_method": operating["threshold_method"],
-        "temperature": operating["temperature"],
-        "val_metrics": operating["val_metrics"],
-        "pneumoscope_version": __version__,
-        "training": {"preset": config.preset, "epochs": len(recorder.rows), "seed": config.seed},
-    }
-    save_classifier(model, meta, run_dir)
+    save_classifier(model, model_metadata(config, operating, len(recorder.rows)), run_dir)
     write_curves(run_dir / "metrics.csv", run_dir / "curves.png")
-    summary = _summary(config, run_dir, recorder.rows, operating, counts, accelerator,
-                       str(trainer.precision), time.perf_counter() - wall_start, resumed)
-    atomic_write_text(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2, default=float) + "\n")
+    summary = run_summary(config, run_dir, recorder.rows, operating, counts, accelerator,
+                          str(trainer.precision), time.perf_counter() - wall_start, resumed)
+    write_summary(run_dir, summary)
     if is_tracked(config):
         log_training_result(run_dir, summary)
 
