@@ -38,11 +38,11 @@ import numpy as np
 import pandas as pd
 
 from pneumoscope.data.imaging import load_image
+from pneumoscope.inference.predictor import Predictor
 from pneumoscope.metrics.bootstrap import headline_with_ci
 from pneumoscope.metrics.classification import classification_metrics
 from pneumoscope.metrics.ranking import PROXIES, score_runs
 from pneumoscope.metrics.threshold import choose_threshold
-from pneumoscope.inference.predictor import Predictor
 from pneumoscope.robustness import resolution_consistency, stress_test, summary_by_kind, unseen_site_normals
 from pneumoscope.tasks import label_column
 

@@ -20,8 +20,8 @@ from PIL import Image
 
 from pneumoscope.data.imaging import load_image
 from pneumoscope.data.preprocess import preprocess
-from pneumoscope.metrics.classification import predict_classes
 from pneumoscope.inference.predictor import Predictor
+from pneumoscope.metrics.classification import predict_classes
 from pneumoscope.paths import data_root
 
 

@@ -19,7 +19,7 @@ def progress_bar(enabled: bool = True, transient: bool = False) -> Progress:
                     TimeRemainingColumn(), console=Console(stderr=True), disable=not enabled, transient=transient)
 
 
-def say(message: str, enabled: bool = True) -> None:
+def status_line(message: str, enabled: bool = True) -> None:
     """One status line on stderr (e.g. "fold 2 of 5: finished, skipped")."""
     if enabled:
         Console(stderr=True).print(message, highlight=False, soft_wrap=True)

@@ -76,7 +76,7 @@ def grid_run(tmp_path_factory, tiny_kermany):
     return root, path, output
 
 
-def test_compare_runs_the_grid_and_writes_table_two(grid_run):
+def test_compare_runs_the_grid_and_writes_comparison_table(grid_run):
     root, _, output = grid_run
     folder = root / "runs" / "tiny-grid"
     for cell in ("simple__sgd", "simple__adagrad"):

@@ -12,11 +12,11 @@ from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_sc
 from pneumoscope.metrics.bootstrap import headline_with_ci
 from pneumoscope.metrics.classification import classification_metrics
 from pneumoscope.metrics.tables import (
+    comparison_table,
     fold_summary,
     per_class_table,
     per_group_table,
     pooled_confusion,
-    table_two,
     to_csv,
     to_html,
     to_markdown,
@@ -80,13 +80,13 @@ def test_fold_summary_gives_mean_and_std_and_pooled_confusion(rng):
     assert pooled.sum() == 180 and pooled.trace() == sum(round(a * 60) for a in accuracies)
 
 
-def test_table_two_rows_are_model_by_strategy_with_mean_and_std(rng):
+def test_comparison_table_rows_are_model_by_strategy_with_mean_and_std(rng):
     folds = {key: [fold_result(rng) for _ in range(2)] for key in ("a", "b")}
     results = [
         {"model": "resnet18", "strategy": "scratch", "metrics": [m for _, _, m in folds["a"]]},
         {"model": "efficientnet_lite0", "strategy": "fine-tune", "metrics": folds["b"][0][2]},
     ]
-    table = table_two(results)
+    table = comparison_table(results)
     assert table[["model", "strategy", "runs"]].values.tolist() == [["resnet18", "scratch", 2],
                                                                     ["efficientnet_lite0", "fine-tune", 1]]
     expected = [f1_score(y, p.argmax(1), labels=[1], average=None)[0] for y, p, _ in folds["a"]]
@@ -110,7 +110,7 @@ def test_table_two_rows_are_model_by_strategy_with_mean_and_std(rng):
 
 
 def test_write_table_writes_three_files(rng, tmp_path):
-    table = table_two([{"model": "m", "strategy": "s", "metrics": fold_result(rng)[2]}])
+    table = comparison_table([{"model": "m", "strategy": "s", "metrics": fold_result(rng)[2]}])
     paths = write_table(table, tmp_path / "out" / "comparison")
     assert sorted(paths) == ["csv", "html", "md"]
     assert "<table" in (tmp_path / "out" / "comparison.html").read_text()

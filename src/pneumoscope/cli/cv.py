@@ -42,12 +42,12 @@ def cv_command(
 
     from pneumoscope.cli.common import out as stdout
     from pneumoscope.evaluation.cv import CV_SUMMARY_JSON, cross_validate
-    from pneumoscope.progress import say
+    from pneumoscope.progress import status_line
     from pneumoscope.training.config import override_notes, resolve_config
 
     overrides = config_overrides(data, settings)
     for note in override_notes(config, overrides, preset):
-        say(note)
+        status_line(note)
     resolved = resolve_config(config, overrides, preset=preset)
     folder = out or Path("runs") / f"cv-{datetime.now():%Y%m%d-%H%M%S}-{resolved.task}-{resolved.model.name}"
     cross_validate(resolved, folds, folder, progress=not no_progress, n_boot=bootstrap)

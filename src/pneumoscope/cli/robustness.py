@@ -30,10 +30,10 @@ def robustness_command(
     from rich.table import Table
 
     from pneumoscope.cli.common import out as stdout
+    from pneumoscope.device import resolve_accelerator
     from pneumoscope.evaluation.runs import load_run
     from pneumoscope.report.build import ROBUSTNESS_DIR, write_robustness_report
     from pneumoscope.robustness.suite import parse_severities, read_robustness, run_robustness
-    from pneumoscope.device import resolve_accelerator
 
     run = load_run(run_dir)
     folder = out or run.run_dir / ROBUSTNESS_DIR

@@ -170,13 +170,13 @@ def train_command(
     else:
         from pneumoscope.api import make_config, train
         from pneumoscope.cli.common import console
-        from pneumoscope.progress import say
+        from pneumoscope.progress import status_line
         from pneumoscope.training.config import override_notes
 
         overrides = _overrides(flags, settings or [])
         if _is_rank_zero():
             for note in override_notes(config, overrides, preset):
-                say(note)
+                status_line(note)
         resolved = make_config(config, preset=preset, overrides=overrides)
         if _is_rank_zero():
             console.print(f"training {resolved.model.name} ({resolved.task}, preset {resolved.preset}, "

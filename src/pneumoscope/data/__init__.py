@@ -1,7 +1,7 @@
 """Data layer: source readers, the manifest, image decoding, preprocessing, splits + leakage check, the image cache.
 
-Import the submodules (``pneumoscope.data.imaging``, ``.preprocess``, ``.manifest``, ``.splits``, ``.cache``) or the
-one-stop ``pneumoscope.data.api``; this package itself imports nothing heavy.
+Import the submodules (``pneumoscope.data.imaging``, ``.preprocess``, ``.manifest``, ``.splits``, ``.cache``); this
+package itself imports nothing heavy.
 """
 
 from __future__ import annotations

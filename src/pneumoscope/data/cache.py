@@ -18,7 +18,7 @@ import numpy as np
 
 from pneumoscope.data.imaging import decode_image_bytes, read_file_bytes
 from pneumoscope.data.parallel import MIN_ITEMS_FOR_POOL, parallel_map
-from pneumoscope.data.preprocess import _check_size, preprocess, preprocess_settings
+from pneumoscope.data.preprocess import check_image_size, preprocess, preprocess_settings
 from pneumoscope.errors import DataError
 from pneumoscope.files import atomic_path
 from pneumoscope.paths import CACHE_ENV, cache_root
@@ -31,7 +31,7 @@ def build_cache(paths: Sequence[str | Path], sha256s: Sequence[str], size: int, 
                 workers: int | None = None, progress: bool | None = None) -> np.ndarray:
     """Read-only memmap uint8 ``(N, size, size)`` of ``preprocess(load_image(path), size, clahe)``, rows in the
     order given; built once (in ``workers`` processes, with a progress bar) and reused while the key matches."""
-    size = _check_size(size)
+    size = check_image_size(size)
     paths = [str(p) for p in paths]
     hashes = [str(h) if h is not None and str(h) not in ("", "nan") else "" for h in sha256s]
     if len(paths) != len(hashes):

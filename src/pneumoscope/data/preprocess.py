@@ -22,7 +22,7 @@ MIN_SIZE = 8
 
 def preprocess(gray: np.ndarray, size: int, clahe: bool = False) -> np.ndarray:
     """Resize a grey image (float in [0, 1] or uint8) to uint8 ``(size, size)``; CLAHE on the result if asked."""
-    size = _check_size(size)
+    size = check_image_size(size)
     image = _as_unit_float(gray)
     resized = resize_square(image, size)
     out = np.clip(np.rint(resized * 255.0), 0, 255).astype(np.uint8)
@@ -57,7 +57,8 @@ def _interpolation(source: int, target: int) -> int:
     return cv2.INTER_AREA if target < source else cv2.INTER_LINEAR
 
 
-def _check_size(size: int) -> int:
+def check_image_size(size: int) -> int:
+    """``size`` as an int, if it is a valid square input side (``ConfigError`` otherwise)."""
     if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < MIN_SIZE:
         raise ConfigError(f"invalid image size {size!r}.", fix=f"use an integer of at least {MIN_SIZE} (e.g. 224).")
     return int(size)

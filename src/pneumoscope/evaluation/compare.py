@@ -17,9 +17,9 @@ from typing import Any
 import pandas as pd
 
 from pneumoscope.errors import DataError, ModelError
-from pneumoscope.metrics.bootstrap import PER_CLASS_CI_METRICS
 from pneumoscope.evaluation.grid import Grid, cell_failure, is_grid_file, read_cell, read_grid, run_grid
 from pneumoscope.files import atomic_write_text
+from pneumoscope.metrics.bootstrap import PER_CLASS_CI_METRICS
 
 COMPARISON = "comparison"
 
@@ -117,13 +117,13 @@ def evaluated_on(metrics: dict[str, Any]) -> str:
 
 
 def comparison_table(entries: Sequence[dict[str, Any]]) -> pd.DataFrame:
-    """``tables.table_two`` with an ``evaluated_on`` column and CI bounds (``_low`` / ``_high``) where a single
+    """``tables.comparison_table`` with an ``evaluated_on`` column and CI bounds (``_low`` / ``_high``) where a single
     run's bootstrap gives them."""
-    from pneumoscope.metrics.tables import table_two
+    from pneumoscope.metrics.tables import comparison_table
 
     if not entries:
         raise DataError("no results to compare.", fix="pass finished runs.")
-    frame = table_two(entries)
+    frame = comparison_table(entries)
     frame.insert(2, "evaluated_on", [e["evaluated_on"] for e in entries])
     for i, entry in enumerate(entries):
         headline = entry.get("headline")

@@ -47,7 +47,7 @@ def is_finished(out_dir: str | Path) -> bool:
 def cross_validate(config: TrainConfig, folds: int, out_dir: str | Path, *, progress: bool = True,
                    n_boot: int = 200, on_epoch: Callable | None = None) -> Path:
     """Train and score one model per fold (see the module docstring); returns ``out_dir``."""
-    from pneumoscope.progress import say
+    from pneumoscope.progress import status_line
 
     if int(folds) < 2:
         raise ConfigError(f"--folds {folds} must be at least 2.", fix="use e.g. --folds 5.")
@@ -58,7 +58,7 @@ def cross_validate(config: TrainConfig, folds: int, out_dir: str | Path, *, prog
     manifest = cv_manifest(config, folds, out_dir)
     fold_metrics = []
     for k in range(folds):
-        say(f"fold {k + 1} of {folds}")
+        status_line(f"fold {k + 1} of {folds}")
         fold_metrics.append(run_fold(config, manifest, k, out_dir, progress, n_boot, on_epoch))
     summarise(fold_metrics, config, out_dir)
     return out_dir
@@ -137,7 +137,7 @@ def run_fold(config: TrainConfig, manifest: pd.DataFrame, k: int, out_dir: Path,
              on_epoch: Callable | None) -> dict[str, Any]:
     """Train fold ``k`` (or resume it, or skip it when done) and score it on its held-out rows."""
     from pneumoscope.evaluation.evaluate import evaluate, read_metrics
-    from pneumoscope.progress import say
+    from pneumoscope.progress import status_line
     from pneumoscope.training.resume import is_finished as run_finished
     from pneumoscope.training.resume import last_checkpoint, resume
     from pneumoscope.training.run import train
@@ -145,11 +145,11 @@ def run_fold(config: TrainConfig, manifest: pd.DataFrame, k: int, out_dir: Path,
     folder = fold_dir(out_dir, k)
     scores = folder / FOLD_EVAL
     if (scores / "metrics.json").is_file():
-        say(f"fold {k}: finished, skipped")
+        status_line(f"fold {k}: finished, skipped")
         return read_metrics(scores)
     if not run_finished(folder):
         if last_checkpoint(folder) is not None:
-            say(f"fold {k}: resuming from its last epoch")
+            status_line(f"fold {k}: resuming from its last epoch")
             resume(folder, progress=progress, on_epoch=on_epoch)
         else:
             train(config, folder, progress=progress, on_epoch=on_epoch, manifest=fold_manifest(manifest, k, config))

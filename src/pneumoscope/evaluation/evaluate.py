@@ -55,14 +55,14 @@ def evaluate(
 ) -> Path:
     """Score ``run_dir`` on ``data`` (default: the run's own manifest) and write the files of the module docstring;
     returns the output folder. ``device``: cpu, cuda or auto (a GPU when one is visible)."""
-    from pneumoscope.progress import say
     from pneumoscope.device import resolve_accelerator
+    from pneumoscope.progress import status_line
 
     run = load_run(run_dir)
     selection = select_images(run, data, split, max_images, skip_unknown_labels, seed)
     out_dir = Path(out) if out is not None else run.run_dir / eval_folder_name(selection)
     out_dir.mkdir(parents=True, exist_ok=True)
-    say(f"evaluating {run.run_dir} on {len(selection.rows)} images ({selection.split} split)")
+    status_line(f"evaluating {run.run_dir} on {len(selection.rows)} images ({selection.split} split)")
     device = resolve_accelerator(device)
     results, images = score_selection(run, selection, n_boot=n_boot, seed=seed, device=device, progress=progress)
     write_predictions(out_dir / PREDICTIONS_CSV, selection.rows, results.pop("_probs"), run)
@@ -261,9 +261,9 @@ def eval_folders(run_dir: str | Path) -> list[Path]:
 
 def write_json(path: Path, value: dict[str, Any]) -> Path:
     """JSON with NaN/inf as null and numpy values as Python values, written atomically."""
-    from pneumoscope.metrics.classification import clean
+    from pneumoscope.metrics.classification import json_ready
 
-    return atomic_write_text(path, json.dumps(clean(value), indent=2, default=str) + "\n")
+    return atomic_write_text(path, json.dumps(json_ready(value), indent=2, default=str) + "\n")
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:

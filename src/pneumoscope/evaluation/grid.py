@@ -174,7 +174,7 @@ def cell_finished(folder: Path, cv: bool) -> bool:
 def run_grid(grid: Grid, out_root: str | Path = "runs", data: Sequence[str | Path] | None = None,
              settings: Sequence[str] = (), progress: bool = True, on_epoch: Callable | None = None) -> list[Path]:
     """Run every cell not finished yet (see the module docstring); returns the cell folders in grid order."""
-    from pneumoscope.progress import say
+    from pneumoscope.progress import status_line
 
     root = grid.folder(out_root)
     root.mkdir(parents=True, exist_ok=True)
@@ -188,16 +188,16 @@ def run_grid(grid: Grid, out_root: str | Path = "runs", data: Sequence[str | Pat
         folders.append(folder)
         check_cell_config(config, folder)
         if cell_finished(folder, grid.cv_folds is not None):
-            say(f"cell {i} of {len(cells)} ({cell.key}): finished, skipped")
+            status_line(f"cell {i} of {len(cells)} ({cell.key}): finished, skipped")
             continue
-        say(f"cell {i} of {len(cells)}: {cell.key}")
+        status_line(f"cell {i} of {len(cells)}: {cell.key}")
         (folder / FAILED_FILE).unlink(missing_ok=True)
         try:
             run_cell(grid, cell, config, folder, progress, on_epoch)
         except PneumoscopeError as error:  # e.g. ImageNet weights not available offline: the other cells still run
             failure = {"cell": cell.key, "error": str(error)}
             atomic_write_text(folder / FAILED_FILE, json.dumps(failure, indent=2) + "\n")
-            say(f"cell {i} of {len(cells)} ({cell.key}) failed: {error}")
+            status_line(f"cell {i} of {len(cells)} ({cell.key}) failed: {error}")
     return folders
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from pneumoscope.errors import ConfigError, DataError
-from pneumoscope.metrics.classification import as_labels, as_probabilities, clean, predict_classes
+from pneumoscope.metrics.classification import as_labels, as_probabilities, json_ready, predict_classes
 
 MetricFn = Callable[[np.ndarray, np.ndarray], "float | dict[str, float]"]
 PER_CLASS_CI_METRICS = ("precision", "sensitivity", "specificity", "f1")
@@ -91,8 +91,8 @@ def bootstrap_ci(y_true: Any, probs: Any, classes: Sequence[str], metric_fn: Met
                 v = value if key is None else value.get(key)
                 samples[key].append(np.nan if v is None else float(v))
     if keys == [None]:
-        return clean(_with_ci(point, np.array(samples[None]), alpha))
-    return clean({key: _with_ci(point[key], np.array(samples[key]), alpha) for key in keys})
+        return json_ready(_with_ci(point, np.array(samples[None]), alpha))
+    return json_ready({key: _with_ci(point[key], np.array(samples[key]), alpha) for key in keys})
 
 
 def _confusion_counts(weights: np.ndarray, y: np.ndarray, predicted: np.ndarray, k: int) -> np.ndarray:
@@ -198,4 +198,4 @@ def headline_with_ci(y_true: Any, probs: Any, classes: Sequence[str], groups: Se
     result.update(n=int(y.size), n_boot=int(n_boot), alpha=float(alpha), seed=int(seed),
                   threshold=None if threshold is None or k != 2 else float(threshold),
                   resampled="patients" if groups is not None else "images", n_groups=int(group.max()) + 1)
-    return clean(result)
+    return json_ready(result)

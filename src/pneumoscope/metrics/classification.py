@@ -74,14 +74,14 @@ def as_binary_scores(p_positive: Any, n: int) -> np.ndarray:
     return p
 
 
-def clean(value: Any) -> Any:
+def json_ready(value: Any) -> Any:
     """``value`` made JSON-serialisable: numpy scalars/arrays to Python, NaN/inf to None, recursively."""
     if isinstance(value, dict):
-        return {str(k): clean(v) for k, v in value.items()}
+        return {str(k): json_ready(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [clean(v) for v in value]
+        return [json_ready(v) for v in value]
     if isinstance(value, np.ndarray):
-        return clean(value.tolist())
+        return json_ready(value.tolist())
     if isinstance(value, (np.bool_, bool)):
         return bool(value)
     if isinstance(value, (np.integer,)):
@@ -208,7 +208,7 @@ def classification_metrics(y_true: Any, probs: Any, classes: Sequence[str],
         "confusion_matrix": matrix.tolist(),
         "confusion_matrix_normalised": normalised.tolist(),
     }
-    return clean(result)
+    return json_ready(result)
 
 
 def most_confident_errors(y_true: Any, probs: Any, classes: Sequence[str], limit: int = 12,

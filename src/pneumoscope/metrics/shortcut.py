@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from pneumoscope.errors import ConfigError, DataError
-from pneumoscope.metrics.classification import clean
+from pneumoscope.metrics.classification import json_ready
 
 DEFAULT_RISK_THRESHOLD = 0.75
 DEFAULT_PIXELS = 32
@@ -89,7 +89,7 @@ def shortcut_audit(sources: Sequence[str], *, images: Sequence[np.ndarray] | np.
                               "risk_threshold": float(risk_threshold), "risk": False, "applicable": False}
     if names.size < 2:
         result["reason"] = "the data has a single source"
-        return clean(result)
+        return json_ready(result)
 
     x = pixel_features(images, pixels) if images is not None else np.asarray(features, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] != n:
@@ -107,7 +107,7 @@ def shortcut_audit(sources: Sequence[str], *, images: Sequence[np.ndarray] | np.
     folds = _folds(source, group, n_splits)
     if folds < 2:
         result["reason"] = "a source has fewer than two patients, so no grouped cross-validation is possible"
-        return clean(result)
+        return json_ready(result)
 
     classifier = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
@@ -127,4 +127,4 @@ def shortcut_audit(sources: Sequence[str], *, images: Sequence[np.ndarray] | np.
                  "compare per-source results and test on another source."
                  if risk else f"The source is not easily predictable (AUC {auc:.2f} < {risk_threshold:.2f})."),
     )
-    return clean(result)
+    return json_ready(result)

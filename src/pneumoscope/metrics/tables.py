@@ -12,12 +12,12 @@ import numpy as np
 import pandas as pd
 
 from pneumoscope.errors import DataError
+from pneumoscope.files import atomic_write_text
 from pneumoscope.metrics.bootstrap import PER_CLASS_CI_METRICS
 from pneumoscope.metrics.classification import as_labels, as_probabilities, classification_metrics
-from pneumoscope.files import atomic_write_text
 
 PER_CLASS_METRICS = ("precision", "sensitivity", "specificity", "f1", "roc_auc", "pr_auc")
-TABLE_TWO_METRICS = ("precision", "sensitivity", "f1")
+COMPARISON_METRICS = ("precision", "sensitivity", "f1")
 HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc", "pr_auc")
 STD_SUFFIX = "_std"
 
@@ -102,7 +102,7 @@ def pooled_confusion(fold_metrics: Sequence[Mapping[str, Any]]) -> list[list[int
     return np.sum([np.asarray(m["confusion_matrix"]) for m in fold_metrics], axis=0).astype(int).tolist()
 
 
-def table_two(results: Iterable[Mapping[str, Any]], classes: Sequence[str] | None = None) -> pd.DataFrame:
+def comparison_table(results: Iterable[Mapping[str, Any]], classes: Sequence[str] | None = None) -> pd.DataFrame:
     """The comparison table: one row per ``{"model", "strategy", "metrics"}`` entry.
 
     ``metrics`` is one ``classification_metrics`` dict or a list of them (folds or seeds): then the columns hold
@@ -116,7 +116,7 @@ def table_two(results: Iterable[Mapping[str, Any]], classes: Sequence[str] | Non
             raise DataError(f"no results for model {entry['model']!r}, strategy {entry['strategy']!r}.",
                             fix="finish its runs or leave it out.")
         names = list(classes) if classes is not None else list(runs[0]["per_class"])
-        columns = ["accuracy"] + [f"{c}_{m}" for c in names for m in TABLE_TWO_METRICS]
+        columns = ["accuracy"] + [f"{c}_{m}" for c in names for m in COMPARISON_METRICS]
         flat = pd.DataFrame([flatten_metrics(r) for r in runs]).reindex(columns=columns)
         row: dict[str, Any] = {"model": entry["model"], "strategy": entry["strategy"], "runs": len(runs)}
         for column in columns:

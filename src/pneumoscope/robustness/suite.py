@@ -181,9 +181,9 @@ def read_robustness(folder: str | Path) -> tuple[dict[str, Any], pd.DataFrame | 
 
 
 def _clean(value: Any) -> Any:
-    from pneumoscope.metrics.classification import clean
+    from pneumoscope.metrics.classification import json_ready
 
-    return clean(value)
+    return json_ready(value)
 
 
 def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
