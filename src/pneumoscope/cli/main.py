@@ -17,7 +17,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import typer
 
-from pneumoscope import __version__
+from pneumoscope.version import __version__
 from pneumoscope.errors import PneumoscopeError
 
 app = typer.Typer(

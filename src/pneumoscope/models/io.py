@@ -26,7 +26,7 @@ def save_classifier(model: Classifier, meta: dict[str, Any], out_dir: str | Path
     """
     from safetensors.torch import save
 
-    from pneumoscope import __version__
+    from pneumoscope.version import __version__
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

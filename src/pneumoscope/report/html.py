@@ -453,7 +453,7 @@ def render_report(sections: Mapping[str, Any], title: str = "Pneumoscope evaluat
     """The report as one HTML string (see the module docstring for the sections)."""
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-    from pneumoscope import __version__
+    from pneumoscope.version import __version__
 
     environment = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                               autoescape=select_autoescape(["html", "j2"]))

@@ -30,7 +30,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pneumoscope import __version__
+from pneumoscope.version import __version__
 from pneumoscope.errors import PneumoscopeError
 from pneumoscope.inference.sources import LoadedImage
 from pneumoscope.serve import render

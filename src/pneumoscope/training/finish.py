@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from pneumoscope import __version__
+from pneumoscope.version import __version__
 from pneumoscope.files import atomic_write_text
 from pneumoscope.models.scoring import probabilities
 from pneumoscope.tasks import task_classes

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pneumoscope import __version__
+from pneumoscope.version import __version__
 from pneumoscope.errors import ConfigError
 from pneumoscope.files import atomic_write_text
 from pneumoscope.training.config import TrackingConfig, TrainConfig, config_to_yaml
