@@ -18,6 +18,7 @@ from pydicom.sequence import Sequence
 from pneumoscope.data.imaging import (
     MAX_PIXELS,
     decode_image_bytes,
+    unit_float,
     load_image,
     load_image_bytes,
     scan_image_file,
@@ -99,7 +100,8 @@ def test_png_content_with_jpeg_extension_is_read_by_content(tmp_path):
     Image.fromarray(ramp()).save(path, format="PNG")
     decoded = decode_image_bytes(path.read_bytes(), str(path))
     assert decoded.format == "png"
-    np.testing.assert_allclose(decoded.gray, ramp() / 255.0, atol=1e-6)
+    assert decoded.gray.dtype == np.uint8  # an 8-bit file stays 8-bit until preprocessing
+    np.testing.assert_allclose(unit_float(decoded.gray), ramp() / 255.0, atol=1e-6)
 
 
 def test_load_image_bytes_matches_load_image(tmp_path, make_xray):

@@ -1,8 +1,10 @@
 """Decode one chest X-ray file (JPEG, PNG, BMP, TIFF, DICOM...) into a normalised grayscale array.
 
-Every decoder returns float32 ``(H, W)`` in [0, 1] where 0 is black (air) and 1 is white (bone): MONOCHROME1 DICOMs
-are inverted, EXIF orientation is applied, alpha is composited onto black. Anything that cannot be used raises
-``ImageLoadError`` naming the file and the fix. Conversion to 3 channels happens in the model, not here.
+Every decoder returns a grey ``(H, W)`` array where 0 is black (air) and the maximum white (bone): uint8 for 8-bit
+sources (most JPEG / PNG files: no conversion of the full-resolution pixels), float32 in [0, 1] for deeper ones (16-bit
+PNG, DICOM). MONOCHROME1 DICOMs are inverted, EXIF orientation is applied, alpha is composited onto black.
+``load_image`` always gives float32 in [0, 1]. Anything that cannot be used raises ``ImageLoadError`` naming the file
+and the fix. Conversion to 3 channels happens in the model, not here.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ _CORRUPT_FIX = "re-download or re-export the file, or remove it from the data se
 
 @dataclass(frozen=True)
 class DecodedImage:
-    """A decoded image: ``gray`` float32 (H, W) in [0, 1] and the container format it was read from."""
+    """A decoded image: ``gray`` (H, W), uint8 or float32 in [0, 1] (see the module docstring), and the container
+    format it was read from."""
 
     gray: np.ndarray
     format: str
@@ -54,12 +57,18 @@ class DecodedImage:
 
 def load_image(path: str | Path) -> np.ndarray:
     """Decode the image file at ``path`` into float32 (H, W) in [0, 1] (0 = black); ImageLoadError if unusable."""
-    return decode_image_bytes(read_file_bytes(path), str(path)).gray
+    return unit_float(decode_image_bytes(read_file_bytes(path), str(path)).gray)
 
 
 def load_image_bytes(data: bytes, name: str = "upload") -> np.ndarray:
-    """Decode an in-memory image file (e.g. an upload); ``name`` is used in error messages and for the extension."""
-    return decode_image_bytes(data, name).gray
+    """Decode an in-memory image file (e.g. an upload) into float32 (H, W) in [0, 1]; ``name`` is used in error
+    messages and for the extension."""
+    return unit_float(decode_image_bytes(data, name).gray)
+
+
+def unit_float(gray: np.ndarray) -> np.ndarray:
+    """A decoded grey array as float32 in [0, 1] (uint8 scaled by 1/255, float32 as it is)."""
+    return gray.astype(np.float32) / 255.0 if gray.dtype == np.uint8 else gray
 
 
 def read_file_bytes(path: str | Path) -> bytes:
@@ -108,12 +117,14 @@ def _decode(data: bytes, name: str) -> DecodedImage:
 
 
 def _usable(decoded: DecodedImage, name: str) -> DecodedImage:
-    """``decoded`` if it is what every decoder promises (2-D, float32, values in [0, 1]); a damaged header can make
+    """``decoded`` if it is what every decoder promises (2-D, uint8 or float32 in [0, 1]); a damaged header can make
     the pixel data decode to frames or columns it does not hold, or a window / rescale to NaN."""
     gray = decoded.gray
     if gray.ndim != 2 or gray.size == 0:
         raise ImageLoadError(f"the pixel data decodes to an array of shape {gray.shape}, not an image (its header "
                              "does not match the pixels).", path=name, fix=_CORRUPT_FIX)
+    if gray.dtype == np.uint8:
+        return decoded
     low, high = float(gray.min()), float(gray.max())
     if not (0.0 <= low and high <= 1.0):  # NaN compares false
         raise ImageLoadError("the image decodes to invalid values (NaN, infinite or out of range; e.g. a broken "
@@ -162,7 +173,7 @@ def _decode_with_pillow(data: bytes, name: str) -> DecodedImage:
 def _pillow_to_gray(image: Image.Image, name: str) -> np.ndarray:
     mode = image.mode
     if mode == "L":
-        return np.asarray(image, dtype=np.float32) / 255.0
+        return np.asarray(image)
     if mode.startswith("I;16") or mode == "I":
         return _scale_by_bit_depth(np.asarray(image))
     if mode == "F":
@@ -170,7 +181,7 @@ def _pillow_to_gray(image: Image.Image, name: str) -> np.ndarray:
     if mode in ("LA", "La", "RGBA", "RGBa", "PA") or (mode == "P" and "transparency" in image.info):
         gray_alpha = np.asarray(image.convert("RGBA").convert("LA"), dtype=np.float32) / 255.0
         return np.ascontiguousarray(gray_alpha[..., 0] * gray_alpha[..., 1])  # alpha onto black
-    return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+    return np.asarray(image.convert("L"))
 
 
 def _scale_by_bit_depth(pixels: np.ndarray) -> np.ndarray:
