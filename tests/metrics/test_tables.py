@@ -20,7 +20,6 @@ from pneumoscope.metrics.tables import (
     to_csv,
     to_html,
     to_markdown,
-    write_table,
 )
 
 CLASSES = ["normal", "bacteria", "virus"]
@@ -107,10 +106,3 @@ def test_comparison_table_rows_are_model_by_strategy_with_mean_and_std(rng):
     assert f"{100 * table.loc[1, 'accuracy']:.1f}" in percent.splitlines()[3]
     html = to_html(table, caption="Table II <test>")
     assert html.count("<tr>") == 3 and "&lt;test&gt;" in html and "bacteria F1" in html
-
-
-def test_write_table_writes_three_files(rng, tmp_path):
-    table = comparison_table([{"model": "m", "strategy": "s", "metrics": fold_result(rng)[2]}])
-    paths = write_table(table, tmp_path / "out" / "comparison")
-    assert sorted(paths) == ["csv", "html", "md"]
-    assert "<table" in (tmp_path / "out" / "comparison.html").read_text()

@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 
 from pneumoscope.errors import DataError
-from pneumoscope.files import atomic_write_text
 from pneumoscope.metrics.bootstrap import PER_CLASS_CI_METRICS
 from pneumoscope.metrics.classification import as_labels, as_probabilities, classification_metrics
 
@@ -203,23 +202,6 @@ def to_html(frame: pd.DataFrame, digits: int = 3, percent: bool = False, caption
         for row in shown.itertuples(index=False))
     cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
     return f'<table class="{html.escape(css_class)}">{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
-
-
-def write_table(frame: pd.DataFrame, stem: str | Any, digits: int = 3, percent: bool = False) -> dict[str, str]:
-    """Write ``stem.csv``, ``stem.md`` and ``stem.html`` (a bare table page); returns the paths written."""
-    from pathlib import Path
-
-    stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = {"csv": stem.with_suffix(".csv"), "md": stem.with_suffix(".md"), "html": stem.with_suffix(".html")}
-    atomic_write_text(paths["csv"], to_csv(frame))
-    atomic_write_text(paths["md"], to_markdown(frame, digits, percent))
-    page = ("<!DOCTYPE html><html><head><meta charset=utf-8><title>Comparison</title><style>"
-            "body{font-family:system-ui,sans-serif;margin:2rem}table{border-collapse:collapse}"
-            "td,th{padding:.3rem .6rem;border-bottom:1px solid #ddd}.num{text-align:right}</style></head><body>"
-            + to_html(frame, digits, percent) + "</body></html>")
-    atomic_write_text(paths["html"], page)
-    return {k: str(v) for k, v in paths.items()}
 
 
 SPLIT_ORDER = ("train", "val", "test", "excluded")
