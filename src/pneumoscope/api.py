@@ -273,7 +273,7 @@ def _track_final_evaluation(config: TrainConfig, run_dir: Path, progress: bool) 
     if not (is_tracked(config) and config.tracking.evaluate and _is_rank_zero()):
         return
     result = evaluate(run_dir, split="val", proxies=config.tracking.proxies, progress=progress)
-    from pneumoscope.report.tracking import log_model_card
+    from pneumoscope.evaluation.tracking import log_model_card
 
     _log_evaluation(run_dir, result.folder)
     log_model_card(run_dir, result.folder)
@@ -399,7 +399,7 @@ def evaluate(run: str | Path, data: str | Path | Sequence[str | Path] | None = N
 
 
 def _log_evaluation(run_dir: str | Path, eval_dir: Path) -> None:
-    from pneumoscope.report.tracking import log_evaluation
+    from pneumoscope.evaluation.tracking import log_evaluation
 
     log_evaluation(run_dir, eval_dir)
 
@@ -459,7 +459,7 @@ def compare(targets: str | Path | Sequence[str | Path], *, out: str | Path | Non
     paths = [targets] if isinstance(targets, str | Path) else list(targets)
     files = compare_runs(paths, out, [str(p) for p in data] if data else None, list(overrides), progress=progress)
     if log_to is not None:
-        from pneumoscope.report.tracking import log_comparison
+        from pneumoscope.evaluation.tracking import log_comparison
 
         log_comparison(log_to, files)
     return Comparison(pd.read_csv(files["csv"]), files)
