@@ -18,10 +18,10 @@ from pydicom.sequence import Sequence
 from pneumoscope.data.imaging import (
     MAX_PIXELS,
     decode_image_bytes,
-    unit_float,
     load_image,
     load_image_bytes,
     scan_image_file,
+    unit_float,
 )
 from pneumoscope.errors import ImageLoadError
 

@@ -11,8 +11,8 @@ from eval_helpers import cli_error, write_csv_data
 
 from pneumoscope.errors import ConfigError, DataError, ModelError
 from pneumoscope.evaluation.evaluate import evaluate, read_metrics
-from pneumoscope.evaluation.runs import LoadedRun, load_run
 from pneumoscope.evaluation.selection import select_images
+from pneumoscope.inference.runs import LoadedRun, load_run
 
 
 def _images(tiny_kermany, folder: str, count: int) -> list:

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 import pneumoscope as ps
 from pneumoscope.cli.main import app
-from pneumoscope.paths import CACHE_ENV
 from pneumoscope.evaluation.tracking import evaluation_figures, model_card
+from pneumoscope.paths import CACHE_ENV
 from pneumoscope.training.config import deep_merge
 from pneumoscope.training.tracking import read_tracking
 

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from pneumoscope.cli.main import app
 from pneumoscope.errors import ConfigError, DataError
-from pneumoscope.evaluation.runs import LoadedRun, load_run
+from pneumoscope.inference.runs import LoadedRun, load_run
 from pneumoscope.robustness.perturbations import list_perturbations
 from pneumoscope.robustness.suite import parse_severities, proxies_apply, run_robustness
 

@@ -17,8 +17,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import typer
 
-from pneumoscope.version import __version__
 from pneumoscope.errors import PneumoscopeError
+from pneumoscope.version import __version__
 
 app = typer.Typer(
     name="pneumoscope",

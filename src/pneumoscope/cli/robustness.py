@@ -31,7 +31,7 @@ def robustness_command(
 
     from pneumoscope.cli.common import out as stdout
     from pneumoscope.device import resolve_accelerator
-    from pneumoscope.evaluation.runs import load_run
+    from pneumoscope.inference.runs import load_run
     from pneumoscope.report.build import ROBUSTNESS_DIR, write_robustness_report
     from pneumoscope.robustness.suite import parse_severities, read_robustness, run_robustness
 

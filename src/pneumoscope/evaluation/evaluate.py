@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pneumoscope.evaluation.runs import LoadedRun, RunModel, load_run
 from pneumoscope.evaluation.selection import Selection, select_images
 from pneumoscope.files import atomic_write, atomic_write_text
+from pneumoscope.inference.runs import LoadedRun, RunScorer, load_run
 
 EVAL_PREFIX = "eval-"
 METRICS_JSON = "metrics.json"
@@ -95,7 +95,7 @@ def score_selection(run: LoadedRun, selection: Selection, n_boot: int = DEFAULT_
     rows = selection.rows
     images = build_cache(rows["path"].tolist(), rows["sha256"].tolist(), run.image_size, clahe=run.clahe,
                          progress=None if progress else False)
-    scorer = RunModel(run, device=device)
+    scorer = RunScorer(run, device=device)
     several_sources = rows["source"].nunique() > 1
     logits, features = scorer.logits(images, progress, "scoring", features=several_sources)
     probs = scorer.probabilities(logits)

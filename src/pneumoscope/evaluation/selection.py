@@ -21,7 +21,7 @@ import pandas as pd
 
 from pneumoscope.data.splits import subsample_patients
 from pneumoscope.errors import ConfigError, DataError, ModelError
-from pneumoscope.evaluation.runs import LoadedRun
+from pneumoscope.inference.runs import LoadedRun
 from pneumoscope.tasks import label_column
 
 SPLITS = ("auto", "val", "test", "all")

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from pneumoscope.errors import DataError, PneumoscopeError
-from pneumoscope.evaluation.runs import LoadedRun, load_run
+from pneumoscope.inference.runs import LoadedRun, load_run
 
 ERROR_THUMBNAILS = 12
 GRADCAM_IMAGES = 6

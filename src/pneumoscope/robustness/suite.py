@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 
 from pneumoscope.errors import DataError, PneumoscopeError
-from pneumoscope.evaluation.runs import LoadedRun, RunModel
 from pneumoscope.files import atomic_write, atomic_write_text
+from pneumoscope.inference.runs import LoadedRun, RunScorer
 from pneumoscope.robustness.perturbations import SEVERITIES
 from pneumoscope.robustness.stress import stress_test, summary_by_kind
 
@@ -90,7 +90,7 @@ def run_robustness(run: LoadedRun, out_dir: str | Path, *, data_root: str | Path
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    scorer = RunModel(run, device=device)
+    scorer = RunScorer(run, device=device)
     images, labels, rows = stress_images(run, max_images, seed)
     table = stress_test(images, labels, scorer.predict_fn, run.classes, perturbations=perturbations,
                         severities=tuple(severities), seed=seed, threshold=run.threshold, progress=progress)

@@ -30,7 +30,6 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pneumoscope.version import __version__
 from pneumoscope.errors import PneumoscopeError
 from pneumoscope.inference.sources import LoadedImage
 from pneumoscope.serve import render
@@ -53,6 +52,7 @@ from pneumoscope.serve.uploads import (
     decode_upload,
     safe_filename,
 )
+from pneumoscope.version import __version__
 
 log = logging.getLogger("pneumoscope.serve")
 T = TypeVar("T")

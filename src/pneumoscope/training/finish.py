@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from pneumoscope.version import __version__
 from pneumoscope.files import atomic_write_text
 from pneumoscope.models.scoring import probabilities
 from pneumoscope.tasks import task_classes
 from pneumoscope.training.config import TrainConfig
+from pneumoscope.version import __version__
 
 SUMMARY_FILE = "summary.json"
 

@@ -24,10 +24,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pneumoscope.version import __version__
 from pneumoscope.errors import ConfigError
 from pneumoscope.files import atomic_write_text
 from pneumoscope.training.config import TrackingConfig, TrainConfig, config_to_yaml
+from pneumoscope.version import __version__
 
 TRACKING_FILE = "tracking.json"
 TENSORBOARD_DIR = "tensorboard"

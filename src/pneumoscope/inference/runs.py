@@ -1,7 +1,7 @@
 """A trained run folder opened for evaluation: its model, metadata, resolved config and manifest.
 
 ``load_run`` refuses, with one clear error, a folder that is not there, a folder whose training has not finished
-(no ``model.safetensors`` yet) and a folder that holds no run at all. ``RunModel`` scores images with the run's own
+(no ``model.safetensors`` yet) and a folder that holds no run at all. ``RunScorer`` scores images with the run's own
 preprocessing (``data.preprocess``), temperature and threshold, the way training chose them on validation.
 """
 
@@ -140,7 +140,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-class RunModel:
+class RunScorer:
     """Scores images with a run's model: logits, temperature-scaled probabilities, penultimate features."""
 
     def __init__(self, run: LoadedRun, batch_size: int = 64, device: str = "cpu"):
