@@ -108,10 +108,11 @@ def resnet18_references(size: int, workdir: Path) -> dict:
     import onnxruntime
     import torch
 
-    from pneumoscope.inference.predictor import ModelInfo, Predictor, _OnnxBackend, _TorchBackend
+    from pneumoscope.inference.predictor import Predictor, _OnnxBackend, _TorchBackend
+    from pneumoscope.models.meta import ModelMeta
 
     module = resnet18_module()
-    info = ModelInfo.from_meta({"classes": ["normal", "pneumonia"], "image_size": size, "task": "binary"}, "resnet18")
+    info = ModelMeta.from_dict({"classes": ["normal", "pneumonia"], "image_size": size, "task": "binary"}, "resnet18")
     onnx_path = workdir / "resnet18.onnx"
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")

@@ -381,7 +381,7 @@ def evaluate(run: str | Path, data: str | Path | Sequence[str | Path] | None = N
         ['value', 'low', 'high']
     """
     from pneumoscope.evaluation.evaluate import evaluate as evaluate_run
-    from pneumoscope.evaluation.evaluate import read_metrics
+    from pneumoscope.results import read_metrics
     from pneumoscope.robustness.suite import parse_severities
     from pneumoscope.training.tracking import require_tracked
 

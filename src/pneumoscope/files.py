@@ -6,7 +6,8 @@ models, caches, exports, downloads) is written this way.
 The temporary file is created like any new file (``open(..., 0o666)``), so the result gets the permissions the
 user's umask gives (0644 under the usual umask 022), not the private 0600 of ``tempfile.mkstemp``. Its name,
 ``.<target name>.<random>.tmp`` (optionally followed by a suffix a writer needs, e.g. ``.onnx``), is hidden and
-never mistaken for a result; ``remove_temporaries`` deletes those that a killed writer left behind.
+never mistaken for a result; ``remove_temporaries`` deletes those that a killed writer left behind. ``read_yaml`` is
+the one reader of YAML files (configs, saved run configs).
 """
 
 from __future__ import annotations
@@ -114,3 +115,27 @@ def remove_temporaries(folder: str | Path) -> list[Path]:
             entry.unlink(missing_ok=True)
             removed.append(entry)
     return sorted(removed)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping in a YAML config file (an empty file is an empty mapping)."""
+    import yaml
+
+    from pneumoscope.errors import ConfigError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("config file not found.", path=path, fix="give the path of an existing YAML file.")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError(f"not valid YAML{where}: {getattr(error, 'problem', error)}.", path=path,
+                          fix="correct the YAML syntax.") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError("a config file must hold a mapping of sections (data:, model:, trainer: ...).", path=path,
+                          fix="see `pneumoscope train --help` and docs for the keys.")
+    return data

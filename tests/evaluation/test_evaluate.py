@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, confusion_matrix, recall_score, roc_auc_score
 
-from pneumoscope.evaluation.evaluate import evaluate, read_metrics
+from pneumoscope.evaluation.evaluate import evaluate
+from pneumoscope.results import read_metrics
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,10 @@ import pytest
 from eval_helpers import cli_error, write_csv_data
 
 from pneumoscope.errors import ConfigError, DataError, ModelError
-from pneumoscope.evaluation.evaluate import evaluate, read_metrics
+from pneumoscope.evaluation.evaluate import evaluate
 from pneumoscope.evaluation.selection import select_images
 from pneumoscope.inference.runs import LoadedRun, load_run
+from pneumoscope.results import read_metrics
 
 
 def _images(tiny_kermany, folder: str, count: int) -> list:

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from pneumoscope.cli.main import app
 from pneumoscope.errors import DataError
 from pneumoscope.evaluation.evaluate import evaluate
-from pneumoscope.report.build import write_run_report
+from pneumoscope.evaluation.reporting import write_run_report
 
 HEADINGS = re.compile(r'<section class="card" id="([a-z0-9-]+)">')
 ALWAYS = ["headline", "splits", "data-summary", "per-class", "confusion-matrix", "roc-pr", "calibration",

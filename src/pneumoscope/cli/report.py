@@ -22,7 +22,7 @@ def report_command(
 ) -> None:
     """Training curves, metrics with CIs, confusion matrix, ROC/PR, calibration, errors, data, config, audits."""
     from pneumoscope.cli.common import out as stdout
-    from pneumoscope.report.build import write_run_report
+    from pneumoscope.evaluation.reporting import write_run_report
 
     page = write_run_report(run_dir, out, eval_name=eval_name, filters=filters, gradcam=gradcam,
                             progress=not no_progress)

@@ -32,8 +32,9 @@ def robustness_command(
     from pneumoscope.cli.common import out as stdout
     from pneumoscope.device import resolve_accelerator
     from pneumoscope.inference.runs import load_run
-    from pneumoscope.report.build import ROBUSTNESS_DIR, write_robustness_report
-    from pneumoscope.robustness.suite import parse_severities, read_robustness, run_robustness
+    from pneumoscope.report.build import write_robustness_report
+    from pneumoscope.results import ROBUSTNESS_DIR, read_robustness
+    from pneumoscope.robustness.suite import parse_severities, run_robustness
 
     run = load_run(run_dir)
     folder = out or run.run_dir / ROBUSTNESS_DIR
@@ -42,7 +43,7 @@ def robustness_command(
                             severities=parse_severities(severities), perturbations=names,
                             proxy_images=proxy_images, proxies=proxies, strict=True, seed=seed,
                             device=resolve_accelerator(device), progress=not no_progress)
-    page = write_robustness_report(run, folder)
+    page = write_robustness_report(run.files(), folder)
     _, frame = read_robustness(folder)
     table = Table(title=f"Stress test on {result['stress_test']['n_images']} validation images")
     for column in ("perturbation", "severity", "accuracy", "specificity", "flip_rate"):

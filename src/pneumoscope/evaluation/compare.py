@@ -98,7 +98,8 @@ def labels(folder: Path, config: dict[str, Any]) -> tuple[str, str]:
 
 def run_evaluations(folder: Path, progress: bool = True) -> list[dict[str, Any]]:
     """metrics.json of each evaluation of a run, scoring its validation split first when it has none."""
-    from pneumoscope.evaluation.evaluate import eval_folders, evaluate, read_metrics
+    from pneumoscope.evaluation.evaluate import evaluate
+    from pneumoscope.results import eval_folders, read_metrics
 
     if not (folder / "eval-val" / "metrics.json").is_file():
         evaluate(folder, split="val", proxies=False, report=False, progress=progress)

@@ -136,8 +136,9 @@ def fold_manifest(manifest: pd.DataFrame, k: int, config: TrainConfig) -> pd.Dat
 def run_fold(config: TrainConfig, manifest: pd.DataFrame, k: int, out_dir: Path, progress: bool, n_boot: int,
              on_epoch: Callable | None) -> dict[str, Any]:
     """Train fold ``k`` (or resume it, or skip it when done) and score it on its held-out rows."""
-    from pneumoscope.evaluation.evaluate import evaluate, read_metrics
+    from pneumoscope.evaluation.evaluate import evaluate
     from pneumoscope.progress import status_line
+    from pneumoscope.results import read_metrics
     from pneumoscope.training.resume import is_finished as run_finished
     from pneumoscope.training.resume import last_checkpoint, resume
     from pneumoscope.training.run import train

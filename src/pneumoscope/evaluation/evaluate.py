@@ -9,6 +9,7 @@ Writes into ``RUN_DIR/eval-<split>[-<data name>]/`` (or ``out``):
 - ``predictions.csv``: one row per image (path, source, patient, label, prediction, class probabilities);
 - ``robustness.json`` / ``robustness.csv`` / per-image proxy CSVs: for binary and 3-class Kermany models
   (``robustness.suite``);
+- ``gradcam_errors.png`` / ``figures.json``: the model figures of the report (``evaluation.figures``);
 - ``report.html``: the self-contained report (``report.build``).
 """
 
@@ -26,11 +27,12 @@ import pandas as pd
 from pneumoscope.evaluation.selection import Selection, select_images
 from pneumoscope.files import atomic_write, atomic_write_text
 from pneumoscope.inference.runs import LoadedRun, RunScorer, load_run
+from pneumoscope.results import (
+    EVAL_PREFIX,
+    METRICS_JSON,
+    PREDICTIONS_CSV,
+)
 
-EVAL_PREFIX = "eval-"
-METRICS_JSON = "metrics.json"
-PREDICTIONS_CSV = "predictions.csv"
-REPORT_HTML = "report.html"
 DEFAULT_BOOTSTRAP = 1000
 
 
@@ -69,11 +71,12 @@ def evaluate(
     results["robustness"] = _robustness(run, out_dir, proxies, stress_images, severities, proxy_images, data_root,
                                         seed, device, progress)
     write_json(out_dir / METRICS_JSON, results)
-    run.model.to("cpu")  # the report's Grad-CAM and feature maps run on the CPU
     if report:
+        from pneumoscope.evaluation.figures import write_model_figures
         from pneumoscope.report.build import write_evaluation_report
 
-        write_evaluation_report(run, out_dir, images=images)
+        write_model_figures(run, out_dir, gradcam=True, images=images)
+        write_evaluation_report(run.files(), out_dir)
     return out_dir
 
 
@@ -226,37 +229,6 @@ def write_predictions(path: Path, rows: pd.DataFrame, probs: np.ndarray, run: Lo
         frame[f"p_{name}"] = probs[:, i]
     frame["confidence"] = probs.max(axis=1)
     return atomic_write(path, lambda handle: frame.to_csv(handle, index=False, float_format="%.6g"))
-
-
-def read_predictions(eval_dir: str | Path, classes: Sequence[str]) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """predictions.csv of an evaluation folder: the frame, labels as class indices, probabilities ``(N, K)``."""
-    from pneumoscope.errors import DataError
-
-    path = Path(eval_dir) / PREDICTIONS_CSV
-    if not path.is_file():
-        raise DataError("no predictions.csv in this evaluation folder.", path=Path(eval_dir),
-                        fix="run `pneumoscope evaluate` first.")
-    frame = pd.read_csv(path, keep_default_na=False)
-    index = {c: i for i, c in enumerate(classes)}
-    probs = frame[[f"p_{c}" for c in classes]].to_numpy(dtype=np.float64)
-    probs /= probs.sum(axis=1, keepdims=True)
-    return frame, frame["label"].astype(str).map(index).to_numpy(dtype=np.int64), probs
-
-
-def read_metrics(eval_dir: str | Path) -> dict[str, Any]:
-    """metrics.json of an evaluation folder."""
-    from pneumoscope.errors import DataError
-
-    path = Path(eval_dir) / METRICS_JSON
-    if not path.is_file():
-        raise DataError("no metrics.json in this folder.", path=Path(eval_dir), fix="run `pneumoscope evaluate`.")
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def eval_folders(run_dir: str | Path) -> list[Path]:
-    """The run's evaluation folders (``eval-*`` holding metrics.json), oldest first."""
-    found = [p for p in Path(run_dir).glob(f"{EVAL_PREFIX}*") if (p / METRICS_JSON).is_file()]
-    return sorted(found, key=lambda p: (p / METRICS_JSON).stat().st_mtime)
 
 
 def write_json(path: Path, value: dict[str, Any]) -> Path:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pneumoscope.evaluation.evaluate import METRICS_JSON, PREDICTIONS_CSV, REPORT_HTML, read_metrics
+from pneumoscope.results import METRICS_JSON, PREDICTIONS_CSV, REPORT_HTML, read_metrics
 from pneumoscope.training.tracking import is_number, open_tracked_run
 
 MODEL_CARD = "MODEL_CARD.md"

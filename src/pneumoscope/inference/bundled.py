@@ -12,12 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pneumoscope.errors import ModelError
+from pneumoscope.models.meta import META_FILE, WEIGHTS_FILE
 
 BUNDLED_DIR_ENV = "PNEUMOSCOPE_BUNDLED_DIR"
 DEFAULT_MODEL_ENV = "PNEUMOSCOPE_DEFAULT_MODEL"
 DEFAULT_MODEL = "kermany-binary"
-WEIGHTS_FILE = "model.safetensors"
-META_FILE = "model.json"
 CARD_FILE = "MODEL_CARD.md"
 
 

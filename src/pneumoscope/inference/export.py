@@ -84,7 +84,7 @@ def calibrate_feature_guard(ref: str | Path, images: list[str | Path], batch_siz
 
 def onnx_metadata(predictor: Predictor) -> dict[str, str]:
     """The ``metadata_props`` written into the ONNX file (the Predictor reads the ``pneumoscope`` JSON)."""
-    meta = dict(predictor.info.meta)
+    meta = dict(predictor.info.raw)
     meta.update(
         classes=list(predictor.classes),
         image_size=predictor.image_size,

@@ -16,7 +16,7 @@ import json
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,64 +27,10 @@ from pneumoscope.errors import ModelError, PneumoscopeError
 from pneumoscope.inference import bundled, ood
 from pneumoscope.inference.sources import LoadedImage, load_input
 from pneumoscope.inference.tta import check_views, reduce_views, tta_batch
+from pneumoscope.models.meta import ModelMeta
 
 ONNX_META_KEY = "pneumoscope"
 EXPORTED_ONNX_FILE = "model.onnx"
-REQUIRED_META = ("classes", "image_size")
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What inference needs to know about a model, from ``model.json`` or the ONNX metadata."""
-
-    classes: tuple[str, ...]
-    image_size: int
-    task: str | None
-    clahe: bool
-    threshold: float | None
-    temperature: float
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_meta(cls, meta: dict[str, Any], source: str | Path) -> ModelInfo:
-        """Validate ``meta`` (ModelError naming ``source`` and the missing or bad key)."""
-        fix = "re-create it with `pneumoscope train` or `pneumoscope export`."
-        missing = [key for key in REQUIRED_META if key not in meta]
-        if missing:
-            raise ModelError(f"model metadata lacks {', '.join(missing)}.", path=source, fix=fix)
-        classes = meta["classes"]
-        if not isinstance(classes, list | tuple) or len(classes) < 2 or not all(isinstance(c, str) for c in classes):
-            raise ModelError(f"model metadata has invalid classes {classes!r}.", path=source, fix=fix)
-        try:
-            image_size = int(meta["image_size"])
-            temperature = float(meta.get("temperature") or 1.0)
-            threshold = meta.get("threshold")
-            threshold = None if threshold is None else float(threshold)
-        except (TypeError, ValueError) as error:
-            raise ModelError(f"model metadata has an invalid value ({error}).", path=source, fix=fix) from None
-        if image_size < 8 or temperature <= 0 or (threshold is not None and not 0.0 <= threshold <= 1.0):
-            raise ModelError("model metadata has an out-of-range image_size, temperature or threshold.",
-                             path=source, fix=fix)
-        task = meta.get("task")
-        if task is not None:
-            from pneumoscope.tasks import TASK_CLASSES
-
-            if task not in TASK_CLASSES:
-                raise ModelError(f"model was made for task {task!r}, which pneumoscope does not predict.",
-                                 path=source, fix=f"use a classifier for one of: {', '.join(TASK_CLASSES)}.")
-            if tuple(classes) != TASK_CLASSES[task]:
-                raise ModelError(f"model classes {list(classes)} do not match task {task!r}.", path=source, fix=fix)
-        if len(classes) == 2 and threshold is None:
-            threshold = 0.5
-        return cls(
-            classes=tuple(classes),
-            image_size=image_size,
-            task=task,
-            clahe=bool((meta.get("preprocessing") or {}).get("clahe", False)),
-            threshold=threshold if len(classes) == 2 else None,
-            temperature=temperature,
-            meta=dict(meta),
-        )
 
 
 @dataclass(frozen=True)
@@ -175,7 +121,7 @@ class Predictor:
     def __init__(
         self,
         backend: _TorchBackend | _OnnxBackend,
-        info: ModelInfo,
+        info: ModelMeta,
         *,
         model_id: str,
         source: Path,
@@ -247,7 +193,7 @@ class Predictor:
     def from_model(cls, model: Any, meta: dict[str, Any], device: str = "cpu", name: str | None = None) -> Predictor:
         """A predictor around an in-memory ``Classifier`` and its ``model.json``-style metadata (e.g. right after
         training, for report heatmaps)."""
-        info = ModelInfo.from_meta(meta, name or "in-memory model")
+        info = ModelMeta.from_dict(meta, name or "in-memory model")
         return cls(_TorchBackend(model, device), info, model_id=f"{name or _stem(info)}-in-memory",
                    source=Path(name or "in-memory model"), name=name)
 
@@ -269,7 +215,7 @@ class Predictor:
         except Exception as error:  # noqa: BLE001 - corrupt or foreign files
             raise ModelError(f"cannot load the model ({type(error).__name__}: {error}).", path=folder,
                              fix="re-create it with `pneumoscope train`.") from None
-        info = ModelInfo.from_meta(meta, meta_path)
+        info = ModelMeta.from_dict(meta, meta_path)
         card = folder / bundled.CARD_FILE
         digest = file_sha256(weights)
         return cls(
@@ -307,7 +253,7 @@ class Predictor:
             raise ModelError("the ONNX file's pneumoscope metadata is not valid JSON.", path=path,
                              fix="re-export it with `pneumoscope export`.") from None
         reference = custom.get(ood.FEATURE_REFERENCE_FILE)
-        info = ModelInfo.from_meta(meta, path)
+        info = ModelMeta.from_dict(meta, path)
         return cls(
             _OnnxBackend(session),
             info,
@@ -370,7 +316,7 @@ class Predictor:
     @property
     def card(self) -> dict[str, Any]:
         """What GET /model shows: identity, classes, preprocessing, threshold, metrics, and the model card text."""
-        meta = self.info.meta
+        meta = self.info.raw
         return {
             "model_id": self.model_id,
             "name": self._name,
@@ -585,8 +531,8 @@ def _submit(pool: ThreadPoolExecutor, chunk: list[Any] | None, ready: Any) -> li
     return [(Path(p), pool.submit(lambda path: ready(load_input(path)), p)) for p in chunk]
 
 
-def _stem(info: ModelInfo) -> str:
-    parts = [info.meta.get("architecture") or "model", info.task or f"{len(info.classes)}class"]
+def _stem(info: ModelMeta) -> str:
+    parts = [info.get("architecture") or "model", info.task or f"{len(info.classes)}class"]
     return "-".join(str(p) for p in parts)
 
 

@@ -11,9 +11,8 @@ import torch
 from pneumoscope.errors import ModelError
 from pneumoscope.files import atomic_write_bytes, atomic_write_text
 from pneumoscope.models.classifier import Classifier
+from pneumoscope.models.meta import META_FILE, WEIGHTS_FILE, read_meta_file
 
-WEIGHTS_FILE = "model.safetensors"
-META_FILE = "model.json"
 META_KEYS = ("architecture", "model_kwargs", "task", "classes", "image_size", "preprocessing", "threshold",
              "threshold_method", "temperature", "val_metrics", "pneumoscope_version")
 
@@ -61,13 +60,8 @@ def load_classifier(path: str | Path) -> tuple[Classifier, dict[str, Any]]:
 
 def read_meta(meta_path: Path) -> dict[str, Any]:
     """The parsed ``model.json`` (must name ``architecture`` and ``model_kwargs``)."""
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ModelError(f"cannot read the model metadata ({error}).", path=meta_path,
-                         fix="re-create it with `pneumoscope train`.") from None
-    if not isinstance(meta, dict) or not isinstance(meta.get("architecture"), str) or not isinstance(
-            meta.get("model_kwargs"), dict):
+    meta = read_meta_file(meta_path)
+    if not isinstance(meta.get("architecture"), str) or not isinstance(meta.get("model_kwargs"), dict):
         raise ModelError("model.json lacks 'architecture' / 'model_kwargs'.", path=meta_path,
                          fix="re-create it with `pneumoscope train`.")
     return meta

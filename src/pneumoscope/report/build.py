@@ -1,6 +1,7 @@
-"""Build the report of a trained run from its files: the run folder (config, manifest, metrics.csv, model) and one
-evaluation folder (metrics.json, predictions.csv, robustness files), so that ``pneumoscope report`` can rebuild it
-at any time without scoring again (only the thumbnails read a few images back, and Grad-CAM runs on a few errors).
+"""Build the report of a trained run from its files only: the run folder (model.json, config, manifest,
+metrics.csv) and one evaluation folder (metrics.json, predictions.csv, robustness files, the model figures that
+``evaluation.figures`` wrote), so that the report can be rebuilt at any time without the model (only the
+thumbnails of the errors read a few images back).
 """
 
 from __future__ import annotations
@@ -9,54 +10,41 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from pneumoscope.errors import DataError, PneumoscopeError
-from pneumoscope.inference.runs import LoadedRun, load_run
+from pneumoscope.results import (
+    EPOCH_METRICS_CSV,
+    FEATURE_MAPS_PNG,
+    FILTERS_PNG,
+    GRADCAM_ERRORS_PNG,
+    REPORT_HTML,
+    ROBUSTNESS_DIR,
+    RunRecord,
+    read_figure_notes,
+    read_metrics,
+    read_predictions,
+    read_robustness,
+)
 
 ERROR_THUMBNAILS = 12
-GRADCAM_IMAGES = 6
-ROBUSTNESS_DIR = "robustness"
-REPORT_FILE = "report.html"
 
 
-def write_evaluation_report(run: LoadedRun, eval_dir: str | Path, out: str | Path | None = None,
-                            images: np.ndarray | None = None, filters: bool = False, gradcam: bool = True) -> Path:
-    """``eval_dir/report.html`` (or ``out``) for the evaluation in ``eval_dir``; ``images``: the model inputs of
-    the evaluated rows, if at hand (for the feature-map section)."""
+def write_evaluation_report(run: RunRecord, eval_dir: str | Path, out: str | Path | None = None,
+                            filters: bool = True, gradcam: bool = True) -> Path:
+    """``eval_dir/report.html`` (or ``out``) for the evaluation in ``eval_dir``; ``filters`` / ``gradcam``: show
+    those figures where the evaluation folder holds them."""
     from pneumoscope.report.html import write_report
 
     eval_dir = Path(eval_dir)
-    sections, meta = evaluation_sections(run, eval_dir, images=images, filters=filters, gradcam=gradcam)
-    return write_report(sections, Path(out) if out is not None else eval_dir / REPORT_FILE,
+    sections, meta = evaluation_sections(run, eval_dir, filters=filters, gradcam=gradcam)
+    return write_report(sections, Path(out) if out is not None else eval_dir / REPORT_HTML,
                         title=f"Evaluation of {run.run_dir.resolve().name}", meta=meta)
 
 
-def write_run_report(run_dir: str | Path, out: str | Path | None = None, eval_name: str | None = None,
-                     filters: bool = False, gradcam: bool = True, progress: bool = True) -> Path:
-    """``RUN_DIR/report.html`` (or ``out``) from the run's latest evaluation (or ``eval_name``); a run never
-    evaluated is first scored on its own validation split (``eval-val``)."""
-    from pneumoscope.evaluation.evaluate import eval_folders, evaluate
-
-    run = load_run(run_dir)
-    if eval_name is not None:
-        eval_dir = run.run_dir / eval_name
-        if not (eval_dir / "metrics.json").is_file():
-            known = ", ".join(p.name for p in eval_folders(run.run_dir)) or "none"
-            raise DataError(f"no evaluation {eval_name!r} in this run folder (found: {known}).", path=run.run_dir,
-                            fix="pass one of those names to --eval, or run `pneumoscope evaluate` first.")
-    else:
-        folders = eval_folders(run.run_dir)
-        eval_dir = folders[-1] if folders else evaluate(run.run_dir, split="val", proxies=False, report=False,
-                                                        progress=progress)
-    return write_evaluation_report(run, eval_dir, out or run.run_dir / REPORT_FILE, filters=filters, gradcam=gradcam)
-
-
-def write_robustness_report(run: LoadedRun, folder: str | Path, out: str | Path | None = None) -> Path:
+def write_robustness_report(run: RunRecord, folder: str | Path, out: str | Path | None = None) -> Path:
     """``folder/robustness.html``: the proxies and the stress test written by ``robustness.suite``."""
     from pneumoscope.report.html import write_report
-    from pneumoscope.robustness.suite import read_robustness
 
     folder = Path(folder)
     found = read_robustness(folder)
@@ -72,10 +60,9 @@ def write_robustness_report(run: LoadedRun, folder: str | Path, out: str | Path 
 
 
 # ------------------------------------------------------------------------------------------------------ sections
-def evaluation_sections(run: LoadedRun, eval_dir: Path, images: np.ndarray | None = None, filters: bool = False,
+def evaluation_sections(run: RunRecord, eval_dir: Path, filters: bool = True,
                         gradcam: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
     """The report's sections (see ``report.html``) and its header facts for one evaluation folder."""
-    from pneumoscope.evaluation.evaluate import read_metrics, read_predictions
     from pneumoscope.metrics.tables import per_class_table
     from pneumoscope.report import plots
 
@@ -95,7 +82,7 @@ def evaluation_sections(run: LoadedRun, eval_dir: Path, images: np.ndarray | Non
         "roc_pr": plots.plot_roc_pr(y, probs, classes),
         "calibration": calibration_section(metrics["calibration"]),
         "training_curves": _training_curves(run),
-        "confident_errors": confident_errors_section(run, frame, y, probs, gradcam),
+        "confident_errors": confident_errors_section(run, eval_dir, frame, y, probs, gradcam),
         "shortcut_audit": metrics.get("shortcut_audit") or None,
         "config": run.config,
     }
@@ -108,8 +95,9 @@ def evaluation_sections(run: LoadedRun, eval_dir: Path, images: np.ndarray | Non
         hint = "" if "binary and 3-class" in metrics["robustness"]["skipped"] else \
             " `pneumoscope robustness RUN_DIR` computes the stress test and the proxies."
         sections["generalisation"] = {"text": f"Not computed: {metrics['robustness']['skipped']}.{hint}"}
-    if filters:
-        sections["filters"] = filters_section(run, frame, images)
+    figure = filters_section(eval_dir) if filters else None
+    if figure is not None:
+        sections["filters"] = figure
     data = metrics.get("data", {})
     meta = {"run": run.run_dir.resolve().name, "model": run.meta.get("architecture"), "task": run.task,
             "input": f"{run.image_size} px", "evaluated": f"{data.get('split')} split, {data.get('n')} images",
@@ -117,7 +105,7 @@ def evaluation_sections(run: LoadedRun, eval_dir: Path, images: np.ndarray | Non
     return sections, meta
 
 
-def headline_section(run: LoadedRun, metrics: Mapping[str, Any]) -> dict[str, Any]:
+def headline_section(run: RunRecord, metrics: Mapping[str, Any]) -> dict[str, Any]:
     points = metrics.get("operating_points")
     note = None
     if run.threshold is not None:
@@ -126,7 +114,7 @@ def headline_section(run: LoadedRun, metrics: Mapping[str, Any]) -> dict[str, An
     return {"ci": metrics["headline"], "operating_points": pd.DataFrame(points) if points else None, "note": note}
 
 
-def data_summary_section(run: LoadedRun, frame: pd.DataFrame, metrics: Mapping[str, Any]) -> dict[str, Any]:
+def data_summary_section(run: RunRecord, frame: pd.DataFrame, metrics: Mapping[str, Any]) -> dict[str, Any]:
     """Counts per split (the run's manifest + the evaluated images), per source and patients."""
     from pneumoscope.metrics.tables import data_summary
     from pneumoscope.tasks import label_column
@@ -169,16 +157,17 @@ def _per_source(metrics: Mapping[str, Any]) -> pd.DataFrame | None:
     return pd.DataFrame(rows) if len(rows) > 1 else None
 
 
-def _training_curves(run: LoadedRun) -> bytes | None:
+def _training_curves(run: RunRecord) -> bytes | None:
     from pneumoscope.report.plots import plot_training_curves
 
-    path = run.run_dir / "metrics.csv"
+    path = run.run_dir / EPOCH_METRICS_CSV
     return plot_training_curves(path) if path.is_file() else None
 
 
-def confident_errors_section(run: LoadedRun, frame: pd.DataFrame, y: np.ndarray, probs: np.ndarray,
+def confident_errors_section(run: RunRecord, eval_dir: Path, frame: pd.DataFrame, y: Any, probs: Any,
                              gradcam: bool = True) -> dict[str, Any]:
-    """Thumbnails of the most confident errors and, for the first few, Grad-CAM overlays of the predicted class."""
+    """Thumbnails of the most confident errors and, where the evaluation drew them, Grad-CAM overlays of the
+    predicted class for the first few."""
     from pneumoscope.data.imaging import load_image
     from pneumoscope.metrics.classification import most_confident_errors
     from pneumoscope.report.plots import plot_thumbnails
@@ -194,38 +183,31 @@ def confident_errors_section(run: LoadedRun, frame: pd.DataFrame, y: np.ndarray,
         except PneumoscopeError:
             missing += 1
             continue
-        captions.append(f"true {error['true']} → {error['predicted']} ({error['confidence']:.2f})\n{path.name[:28]}")
+        captions.append(error_caption(error, path))
     if not grey:
         return {"text": "The images of the errors can no longer be read (moved or deleted)."}
     section: dict[str, Any] = {"png": plot_thumbnails(grey, captions),
                                "caption": f"The {len(grey)} wrong predictions with the highest confidence."}
     notes = [f"{missing} error image(s) could not be read back."] if missing else []
     if gradcam:
-        overlays, note = _gradcam(run, grey[:GRADCAM_IMAGES], captions[:GRADCAM_IMAGES])
-        if overlays is not None:
-            section["pngs"] = [overlays]
-        notes.append(note)
+        overlays = eval_dir / GRADCAM_ERRORS_PNG
+        if overlays.is_file():
+            section["pngs"] = [overlays.read_bytes()]
+        drawn = read_figure_notes(eval_dir).get("gradcam")
+        if drawn is None:
+            notes.append("Grad-CAM overlays were not drawn for this evaluation (`pneumoscope report` draws them).")
+        elif drawn.get("note"):
+            notes.append(drawn["note"])
     section["note"] = " ".join(notes) or None
     return section
 
 
-def _gradcam(run: LoadedRun, images: list[np.ndarray], captions: list[str]) -> tuple[bytes | None, str]:
-    from pneumoscope.inference.predictor import Predictor
-    from pneumoscope.report.plots import plot_thumbnails
-
-    try:
-        predictor = Predictor.from_model(run.model, run.meta, name=run.run_dir.name)
-        overlays = [predictor.explain_array(image)["overlay"] for image in images]
-    except Exception as error:  # noqa: BLE001 - an optional figure: the report says why it is missing
-        return None, f"Grad-CAM skipped ({type(error).__name__}: {error})."
-    png = plot_thumbnails(overlays, captions, title="Grad-CAM of the predicted class", colour=True)
-    return png, (f"Second grid: Grad-CAM heatmaps of the predicted class for the first {len(images)} errors "
-                 "(red: regions that raised that class's score).")
+def error_caption(error: Mapping[str, Any], path: Path) -> str:
+    """The caption of one confident error's thumbnail (the same under its Grad-CAM overlay)."""
+    return f"true {error['true']} → {error['predicted']} ({error['confidence']:.2f})\n{path.name[:28]}"
 
 
-def _robustness_files(run: LoadedRun, eval_dir: Path) -> tuple[dict[str, Any], pd.DataFrame | None] | None:
-    from pneumoscope.robustness.suite import read_robustness
-
+def _robustness_files(run: RunRecord, eval_dir: Path) -> tuple[dict[str, Any], pd.DataFrame | None] | None:
     return read_robustness(eval_dir) or read_robustness(run.run_dir / ROBUSTNESS_DIR)
 
 
@@ -257,19 +239,13 @@ def stress_section(result: Mapping[str, Any], table: pd.DataFrame | None) -> dic
     return {"table": table, "note": note}
 
 
-def filters_section(run: LoadedRun, frame: pd.DataFrame, images: np.ndarray | None) -> dict[str, Any]:
-    """First-layer filters and the feature maps of the first evaluated image."""
-    from pneumoscope.report.plots import plot_feature_maps, plot_filters
-
-    if images is not None and len(images):
-        image = np.asarray(images[0])
-    else:
-        from pneumoscope.data.imaging import load_image
-        from pneumoscope.data.preprocess import preprocess
-
-        image = preprocess(load_image(str(frame["path"].iat[0])), run.image_size, clahe=run.clahe)
-    try:
-        return {"filters": plot_filters(run.model), "feature_maps": plot_feature_maps(run.model, image),
-                "note": f"Feature maps of {Path(str(frame['path'].iat[0])).name}, as the model sees it."}
-    except PneumoscopeError as error:
-        return {"note": f"Not shown: {error}"}
+def filters_section(eval_dir: Path) -> dict[str, Any] | None:
+    """First-layer filters and the feature maps of one evaluated image, where the evaluation drew them."""
+    notes = read_figure_notes(eval_dir).get("filters")
+    if notes is None:
+        return None
+    section: dict[str, Any] = {"note": notes.get("note")}
+    for key, name in (("filters", FILTERS_PNG), ("feature_maps", FEATURE_MAPS_PNG)):
+        if (eval_dir / name).is_file():
+            section[key] = (eval_dir / name).read_bytes()
+    return section

@@ -17,17 +17,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pneumoscope.errors import DataError, PneumoscopeError
+from pneumoscope.errors import DataError
 from pneumoscope.files import atomic_write, atomic_write_text
 from pneumoscope.inference.runs import LoadedRun, RunScorer
+from pneumoscope.results import ROBUSTNESS_JSON, STRESS_CSV
 from pneumoscope.robustness.perturbations import SEVERITIES
 from pneumoscope.robustness.stress import stress_test, summary_by_kind
 
 DEFAULT_SEVERITIES: tuple[int, ...] = (1, 3, 5)
 DEFAULT_STRESS_IMAGES = 100
 PROXY_TASKS = ("binary", "3class")
-ROBUSTNESS_JSON = "robustness.json"
-STRESS_CSV = "robustness.csv"
 UNSEEN_CSV = "unseen_site_normals.csv"
 RESOLUTION_CSV = "resolution_consistency.csv"
 
@@ -163,21 +162,6 @@ def _resolution(run, scorer, data_root, proxy_images, out_dir, strict, seed, pro
         return {"skipped": str(error)}
     _write_csv(per_image, out_dir / RESOLUTION_CSV)
     return {**summary, "file": RESOLUTION_CSV}
-
-
-def read_robustness(folder: str | Path) -> tuple[dict[str, Any], pd.DataFrame | None] | None:
-    """robustness.json and the stress table of ``folder``, or None where no robustness check ran there."""
-    folder = Path(folder)
-    path = folder / ROBUSTNESS_JSON
-    if not path.is_file():
-        return None
-    try:
-        result = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        raise PneumoscopeError("robustness.json is not valid JSON.", path=path,
-                               fix="re-run `pneumoscope robustness` or `pneumoscope evaluate`.") from None
-    table = pd.read_csv(folder / STRESS_CSV) if (folder / STRESS_CSV).is_file() else None
-    return result, table
 
 
 def _clean(value: Any) -> Any:

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pneumoscope.errors import ConfigError
+from pneumoscope.files import read_yaml
 
 DEFAULT_PRESET = "recommended"
 
@@ -247,26 +248,6 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
         else:
             merged[key] = value
     return merged
-
-
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """The mapping in a YAML config file (an empty file is an empty mapping)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError("config file not found.", path=path, fix="give the path of an existing YAML file.")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise ConfigError(f"not valid YAML{where}: {getattr(error, 'problem', error)}.", path=path,
-                          fix="correct the YAML syntax.") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError("a config file must hold a mapping of sections (data:, model:, trainer: ...).", path=path,
-                          fix="see `pneumoscope train --help` and docs for the keys.")
-    return data
 
 
 def parse_override(text: str) -> dict[str, Any]:
