@@ -1,0 +1,165 @@
+"""What every route of the service shares: the loaded model and its runner, the decode threads, the limits, and the
+conversion of the predictor's results into the API's schemas. ``create_app`` builds one ``ServiceContext`` and the
+routers reach it through the ``Context`` dependency."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Annotated, Any, TypeVar
+
+import numpy as np
+from fastapi import Depends, Request, UploadFile
+
+from pneumoscope.inference.sources import LoadedImage
+from pneumoscope.serve.runner import ModelRunner
+from pneumoscope.serve.schemas import ModelInfo, Prediction
+from pneumoscope.serve.uploads import MB, decode_upload, safe_filename
+
+T = TypeVar("T")
+INTENDED_USE = "Research use only. Not a medical device: not for diagnosis or treatment decisions."
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The service's limits on uploads, as GET /model shows them."""
+
+    max_upload_mb: float
+    max_batch_files: int
+    max_batch_mb: float
+    body_timeout_s: float
+    min_body_rate: float
+
+    @property
+    def upload_bytes(self) -> int:
+        return int(self.max_upload_mb * MB)
+
+    @property
+    def batch_bytes(self) -> int:
+        return int(self.max_batch_mb * MB)
+
+    def body_limit_for(self, path: str) -> int:
+        """The largest request body the endpoint at ``path`` takes."""
+        if path == "/predict/batch":
+            return self.batch_bytes
+        if path in ("/predict", "/explain"):
+            return self.upload_bytes
+        return 64 * 1024  # no other endpoint takes a body
+
+    def as_dict(self) -> dict[str, float]:
+        return {"max_upload_mb": self.max_upload_mb, "max_batch_files": self.max_batch_files,
+                "max_batch_mb": round(self.max_batch_mb, 3), "body_timeout_s": self.body_timeout_s,
+                "min_body_rate_bytes_per_s": self.min_body_rate}
+
+
+@dataclass
+class ServiceContext:
+    """The model, its runner and the decode threads of one app."""
+
+    predictor: Any
+    runner: ModelRunner
+    workers: ThreadPoolExecutor
+    limits: Limits
+    started_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def classes(self) -> list[str]:
+        return [str(c) for c in self.predictor.classes]
+
+    @property
+    def model_id(self) -> str:
+        return str(self.predictor.model_id)
+
+    @functools.cached_property
+    def model_info(self) -> ModelInfo:
+        return model_info(self.predictor, self.classes, self.model_id, self.limits.as_dict())
+
+    async def cpu_work(self, function: Callable[..., T], *args: Any) -> T:
+        """``function(*args)`` on the decode threads (never on the event loop)."""
+        return await asyncio.get_running_loop().run_in_executor(self.workers, functools.partial(function, *args))
+
+    async def decode(self, upload: UploadFile) -> tuple[LoadedImage, str | None]:
+        """The uploaded image, checked by content and decoded in memory, and its safe file name."""
+        name = safe_filename(upload.filename)
+        data = await upload.read(self.limits.upload_bytes + 1)
+        image = await self.cpu_work(decode_upload, data, name, self.limits.upload_bytes)
+        return image, name
+
+    async def predict_one(self, image: LoadedImage, name: str | None, tta: int, started: float) -> Prediction:
+        raw = await self.runner.predict(image, tta)
+        return prediction(raw, name, image.gray.shape, tta, self.model_id, started)
+
+    def close(self) -> None:
+        self.runner.close()
+        self.workers.shutdown(wait=False, cancel_futures=True)
+
+
+def get_context(request: Request) -> ServiceContext:
+    return request.app.state.context
+
+
+Context = Annotated[ServiceContext, Depends(get_context)]
+
+
+def prediction(raw: dict, name: str | None, shape: tuple[int, ...], tta: int, model_id: str,
+               started: float) -> Prediction:
+    """The API's ``Prediction`` of one result of ``Predictor.predict_arrays``."""
+    std = raw.get("p_std")
+    score = raw.get("ood_score")
+    return Prediction(
+        filename=name,
+        label=str(raw["label"]),
+        probabilities={str(k): float(v) for k, v in raw["probabilities"].items()},
+        probabilities_std={str(k): float(v) for k, v in std.items()} if isinstance(std, dict) else None,
+        threshold=None if raw.get("threshold") is None else float(raw["threshold"]),
+        ood=bool(raw.get("ood", False)),
+        ood_score=None if score is None or not np.isfinite(score) else float(score),
+        ood_reasons=[str(r) for r in raw.get("ood_reasons") or []],
+        model_id=model_id,
+        width=int(shape[1]),
+        height=int(shape[0]),
+        tta=tta,
+        elapsed_ms=round((time.perf_counter() - started) * 1000, 2),
+    )
+
+
+def model_info(predictor: Any, classes: list[str], model_id: str, limits: dict[str, float]) -> ModelInfo:
+    """GET /model's answer: the predictor's card and the service's limits."""
+    card = dict(getattr(predictor, "card", None) or {})
+    threshold = getattr(predictor, "threshold", None)
+    metrics = card.get("val_metrics") or card.get("metrics")
+    return ModelInfo(
+        model_id=model_id,
+        task=card.get("task"),
+        architecture=card.get("architecture"),
+        classes=classes,
+        threshold=None if threshold is None else float(threshold),
+        threshold_method=card.get("threshold_method"),
+        image_size=int(predictor.image_size),
+        metrics=metrics if isinstance(metrics, dict) else None,
+        card=json_safe(card),
+        card_markdown=card.get("model_card") or None,
+        limits=limits,
+        intended_use=INTENDED_USE,
+    )
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with numpy scalars and arrays turned into plain Python (model metadata may hold them)."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
