@@ -20,7 +20,7 @@ Variants (``--variants``, comma-separated, in this order by default):
 - ``compile``: bf16 + channels_last + ``torch.compile`` (warm; compile time counts).
 
 The table gives wall time, the time outside epochs (start-up, manifest, cache, final steps), the first and mean epoch
-time, training images/s, validation accuracy (best epoch, argmax) and whether the run met the issue's target
+time, training images/s, validation accuracy (best epoch, argmax) and whether the run met its target
 (>= 95 % validation accuracy within 60 s wall). ``--out`` keeps every run folder and ``time_to_accuracy.json``.
 """
 

@@ -1,4 +1,4 @@
-"""The issue's "done when" figures on the real data in ../shared/data (scanned once per session)."""
+"""The data layer's figures on the real data in ../shared/data (scanned once per session)."""
 
 from __future__ import annotations
 

@@ -118,3 +118,15 @@ def test_model_card_shows_bootstrap_cis_proxies_stress_and_notes() -> None:
     assert "worst invert 1 (0.410)" in card
     limitations = card.split("## Limitations", 1)[1]
     assert "- Trained on CPU at reduced size." in limitations and "not a medical device" in card.lower()
+
+
+def test_model_card_config_shows_no_path_of_the_training_machine(tmp_path, monkeypatch) -> None:
+    data = tmp_path / "datasets"
+    monkeypatch.setenv("PNEUMOSCOPE_DATA", str(data))
+    config = tmp_path / "run" / "config.yaml"
+    config.parent.mkdir()
+    config.write_text(f"data:\n  paths: [{data / 'chest_xray'}, /elsewhere/site_b]\n  image_size: 224\n"
+                      f"out: {tmp_path / 'run'}\n", encoding="utf-8")
+    shown = bundled.shareable_config(config)
+    assert str(tmp_path) not in shown and "/elsewhere" not in shown
+    assert "<data>/chest_xray" in shown and "site_b" in shown and "image_size: 224" in shown

@@ -187,7 +187,7 @@ def render_model_card(meta: dict, name: str, run_dir: Path | None = None, evalua
     config_text = ""
     data_lines = ["(the run folder's manifest.csv was not available: see the training configuration)"]
     if run_dir is not None and (run_dir / "config.yaml").is_file():
-        config_text = (run_dir / "config.yaml").read_text(encoding="utf-8")
+        config_text = shareable_config(run_dir / "config.yaml")
     if run_dir is not None and (run_dir / "manifest.csv").is_file():
         import pandas as pd
 
@@ -268,3 +268,29 @@ def install_bundled(
     for path in dest.iterdir():
         path.chmod(0o644)  # package data: readable by every user, whatever the umask of whoever installed it
     return dest
+
+
+def shareable_config(path: Path) -> str:
+    """A run's config.yaml as a model card shows it: absolute paths of the training machine become paths under
+    ``$PNEUMOSCOPE_DATA`` (``<data>/chest_xray``) or the bare file / folder name."""
+    import yaml
+
+    from pneumoscope.files import read_yaml
+    from pneumoscope.paths import data_root
+
+    root = data_root().resolve()
+
+    def shareable(value: object) -> object:
+        if isinstance(value, dict):
+            return {key: shareable(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [shareable(item) for item in value]
+        if isinstance(value, str) and Path(value).is_absolute():
+            where = Path(value)
+            try:
+                return f"<data>/{where.resolve().relative_to(root).as_posix()}"
+            except ValueError:
+                return where.name
+        return value
+
+    return yaml.safe_dump(shareable(read_yaml(path)), sort_keys=False, default_flow_style=None, width=10_000)

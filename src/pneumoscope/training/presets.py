@@ -1,14 +1,14 @@
 """Named training recipes: partial configs applied over the defaults, before a YAML file and the CLI flags.
 
-- ``plain``: the common PyTorch recipe of the literature (issue 5): rotation / shift / scale + brightness /
+- ``plain``: the common PyTorch recipe of the literature: rotation / shift / scale + brightness /
   contrast augmentation, class-weighted loss, the epoch chosen on validation loss. It scores well on its own
   validation split and generalises poorly to other acquisition conditions (normals called pneumonia).
 - ``recommended`` (the default): the plain recipe + per-image intensity standardisation in the model. Measured on
   validation + proxies (docs/GENERALISATION.md; EfficientNet-Lite0, 128 px, 2 epochs, 2 seeds on CPU): validation
   accuracy 0.8 points below ``plain``, specificity on the 1000 unseen-site adult normals 0.82 against 0.74.
 - ``strong``: photometric (gamma, contrast, brightness, blur, noise, resolution jitter) + geometric (random resized
-  crop, rotation +-15 degrees) augmentation + standardisation: what issue 5's full-size study found best on the
-  official test split. At the reduced CPU size it did worse than ``plain`` on the proxies (perhaps too few epochs
+  crop, rotation +-15 degrees) augmentation + standardisation: what the first full-size study
+  (docs/GENERALISATION.md) found best on the official test split. At the reduced CPU size it did worse than ``plain`` on the proxies (perhaps too few epochs
   for that much augmentation; not tested); kept so that it can be measured at full size on a GPU.
 
 Research recipes (the papers' own set-ups) are YAML files that name one of these as ``preset:`` and override the rest.
