@@ -108,7 +108,8 @@ def resnet18_references(size: int, workdir: Path) -> dict:
     import onnxruntime
     import torch
 
-    from pneumoscope.inference.predictor import Predictor, _OnnxBackend, _TorchBackend
+    from pneumoscope.inference.backends import OnnxBackend, TorchBackend
+    from pneumoscope.inference.predictor import Predictor
     from pneumoscope.models.meta import ModelMeta
 
     module = resnet18_module()
@@ -121,9 +122,9 @@ def resnet18_references(size: int, workdir: Path) -> dict:
                           dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17)
     session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     return {
-        f"{REFERENCE} (pytorch)": Predictor(_TorchBackend(module, "cpu"), info, model_id="timm-resnet18-fp32",
+        f"{REFERENCE} (pytorch)": Predictor(TorchBackend(module, "cpu"), info, model_id="timm-resnet18-fp32",
                                             source=Path("resnet18")),
-        f"{REFERENCE} (onnxruntime)": Predictor(_OnnxBackend(session), info, model_id="timm-resnet18-fp32-onnx",
+        f"{REFERENCE} (onnxruntime)": Predictor(OnnxBackend(session), info, model_id="timm-resnet18-fp32-onnx",
                                                 source=onnx_path),
     }
 
@@ -150,14 +151,14 @@ def model_reference(args: argparse.Namespace, workdir: Path) -> tuple[str, str]:
 def measure(args: argparse.Namespace, paths: list[Path]) -> tuple[str, int, dict[str, tuple[float, ...]], float]:
     """(model description, image size, {engine: (best img/s, median img/s, p50 ms, p95 ms)}, decode-only img/s)."""
     from pneumoscope.inference.export import export_onnx
-    from pneumoscope.inference.predictor import Predictor
+    from pneumoscope.inference.loading import load_predictor
 
     with tempfile.TemporaryDirectory() as tmp:
         ref, description = model_reference(args, Path(tmp))
-        torch_predictor = Predictor.load(ref, backend="pytorch")
+        torch_predictor = load_predictor(ref, backend="pytorch")
         onnx_path = Path(tmp) / "model.onnx"
         export_onnx(ref, onnx_path)
-        engines = {"model (pytorch)": torch_predictor, "model (onnxruntime)": Predictor.load(onnx_path),
+        engines = {"model (pytorch)": torch_predictor, "model (onnxruntime)": load_predictor(onnx_path),
                    **resnet18_references(torch_predictor.image_size, Path(tmp))}
         decode_only = decode_rate(torch_predictor, paths[: args.n_throughput])
         rows = {}

@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from pneumoscope.data.imaging import load_image
+from pneumoscope.inference.loading import load_predictor
 from pneumoscope.inference.predictor import Predictor
 from pneumoscope.metrics.bootstrap import headline_with_ci
 from pneumoscope.metrics.classification import classification_metrics
@@ -159,7 +160,7 @@ def evaluate(run_dirs: list[Path], stress_n: int, severities: tuple[int, ...], p
         raise SystemExit("an ensemble or --tta needs --out DIR (the run folders' own results stay as they are)")
     out = (out_root or run_dir) / OUT_DIR
     out.mkdir(parents=True, exist_ok=True)
-    predictors = [Predictor.load(d, backend="pytorch") for d in run_dirs]
+    predictors = [load_predictor(d, backend="pytorch") for d in run_dirs]
     classes = predictors[0].classes
     predict = predict_fn_of(predictors, tta)
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -457,7 +458,7 @@ def bundle(run_dir: Path, name: str, ood_n: int, dest: Path | None) -> dict[str,
     ood_images = [Path(p) for p in train.sample(n=min(ood_n, len(train)), random_state=0).sort_values()]
     folder = bundled.install_bundled(run_dir, name, dest_root=dest, ood_images=ood_images, evaluation=results,
                                      notes=card_notes(run_dir))
-    predictor = Predictor.load(folder)
+    predictor = load_predictor(folder)
     checks = {"fullres_sample": sorted((data_root() / "chest_xray_fullres_sample").rglob("*.jpeg")),
               "unseen_site_normals": sorted((data_root() / "covid19_radiography" / "Normal").glob("*.png"))}
     flags = {}

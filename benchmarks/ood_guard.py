@@ -236,9 +236,9 @@ def main() -> None:
 
     predictor = None
     if args.model:
-        from pneumoscope.inference.predictor import Predictor
+        from pneumoscope.inference.loading import load_predictor
 
-        predictor = Predictor.load(args.model)
+        predictor = load_predictor(args.model)
         if predictor.feature_reference is None:
             sys.exit(f"{args.model} has no OOD feature reference ({ood.FEATURE_REFERENCE_FILE})")
 

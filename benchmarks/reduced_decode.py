@@ -20,6 +20,7 @@ from PIL import Image
 
 from pneumoscope.data.imaging import load_image
 from pneumoscope.data.preprocess import preprocess
+from pneumoscope.inference.loading import load_predictor
 from pneumoscope.inference.predictor import Predictor
 from pneumoscope.metrics.classification import predict_classes
 from pneumoscope.paths import data_root
@@ -51,7 +52,7 @@ def main() -> None:
           "| mean \\|Δp\\| to copy |")
     print("|---|---|---|---|---|---|")
     for name in args.models:
-        predictor = Predictor.load(name, backend="pytorch")
+        predictor = load_predictor(name, backend="pytorch")
         size = predictor.image_size
         copy_probs = probabilities(predictor, [load_image(c) for c in copies])
         copy_labels = predict_classes(copy_probs, predictor.threshold)

@@ -505,10 +505,10 @@ def load_model(model: str | Path | None = None, *, device: str = "cpu", task: st
         (('normal', 'pneumonia'), 'binary')
     """
     from pneumoscope.inference import bundled
-    from pneumoscope.inference.predictor import Predictor
+    from pneumoscope.inference.loading import load_predictor
 
     reference = str(model) if model is not None else bundled.default_model_name()
-    return Model(Predictor.load(reference, device=device, task=task, backend=backend))
+    return Model(load_predictor(reference, device=device, task=task, backend=backend))
 
 
 class Model:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from pneumoscope.inference import bundled
+from pneumoscope.inference.loading import load_predictor
 from pneumoscope.inference.predictor import Predictor
 from pneumoscope.inference.sources import load_input
 
@@ -17,7 +18,7 @@ def default_model() -> Predictor:
     model = bundled.find_bundled(bundled.default_model_name())
     if model is None:
         pytest.skip(f"no bundled model {bundled.default_model_name()!r} installed in {bundled.package_bundled_dir()}")
-    return Predictor.load(model.name)
+    return load_predictor(model.name)
 
 
 SHIPPED = sorted(p.name for p in bundled.package_bundled_dir().iterdir() if (p / "model.json").is_file())
@@ -37,7 +38,7 @@ def _truth(path: str, task: str) -> str:
 @pytest.mark.realdata
 @pytest.mark.parametrize("name", SHIPPED)
 def test_every_shipped_model_classifies_the_full_resolution_sample(name: str, fullres_paths: list[Path]) -> None:
-    model = Predictor.load(name)
+    model = load_predictor(name)
     rows = list(model.predict_files(fullres_paths, batch_size=16))
     accuracy = np.mean([r["label"] == _truth(r["path"], model.task) for r in rows])
     assert accuracy >= MIN_ACCURACY[model.task], accuracy
@@ -76,12 +77,12 @@ def test_install_bundled_makes_a_complete_small_model_folder(binary_run: Path, t
 
     monkeypatch.setenv(bundled.BUNDLED_DIR_ENV, str(tmp_path / "bundled"))
     monkeypatch.setenv("PNEUMOSCOPE_CACHE", str(tmp_path / "cache"))
-    shipped = Predictor.load("mini-binary")
-    original = Predictor.load(binary_run)
+    shipped = load_predictor("mini-binary")
+    original = load_predictor(binary_run)
     assert shipped.backend == "onnx" and shipped.feature_reference is not None  # exported on first use
     assert [p.suffix for p in (tmp_path / "cache" / "onnx").iterdir()] == [".onnx"]
-    assert Predictor.load("mini-binary").backend == "onnx"  # reused from the cache
-    assert Predictor.load("mini-binary", backend="pytorch").backend == "pytorch"
+    assert load_predictor("mini-binary").backend == "onnx"  # reused from the cache
+    assert load_predictor("mini-binary", backend="pytorch").backend == "pytorch"
     assert "not a medical device" in shipped.card["model_card"].lower()
     assert "| accuracy | 0.500 |" in shipped.card["model_card"]
     image = make_xray(100, seed=99)

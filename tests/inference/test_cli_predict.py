@@ -21,7 +21,7 @@ from pneumoscope.api import load_model
 from pneumoscope.cli.main import app
 from pneumoscope.cli.predict import ResultWriter, split_model_and_inputs
 from pneumoscope.inference import bundled
-from pneumoscope.inference.predictor import Predictor
+from pneumoscope.inference.loading import load_predictor
 from pneumoscope.inference.sources import iter_image_files, load_input
 
 COLUMNS = ["path", "label", "p_normal", "p_pneumonia", "threshold", "ood", "ood_score", "ood_reason", "error"]
@@ -186,7 +186,7 @@ def test_explain_and_export_commands(binary_run: Path, image_folder: Path, tmp_p
         Image.fromarray(make_xray(64, seed=50 + i, pneumonia=i % 2 == 0)).save(train / f"t{i}.png")
     invoke("export", run, "--format", "onnx", "--out", tmp_path / "model.onnx", "--ood-images", train)
     assert (run / "ood_reference.safetensors").is_file()
-    assert Predictor.load(tmp_path / "model.onnx").feature_reference is not None
+    assert load_predictor(tmp_path / "model.onnx").feature_reference is not None
     out = tmp_path / "onnx.csv"
     invoke("predict", tmp_path / "model.onnx", image_folder, "--out", out)
     torch_out = tmp_path / "torch.csv"

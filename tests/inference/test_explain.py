@@ -9,6 +9,7 @@ import pytest
 
 from pneumoscope.errors import ConfigError
 from pneumoscope.inference.explain import resolve_class, save_explanation
+from pneumoscope.inference.loading import load_predictor
 from pneumoscope.inference.predictor import Predictor
 from pneumoscope.inference.sources import load_input
 from pneumoscope.models import create_model, get_spec, list_models
@@ -47,7 +48,7 @@ def test_heatmap_for_every_architecture(architecture: str, real_image: np.ndarra
 
 
 def test_explanation_files_and_class_choice(binary_run: Path, make_xray, tmp_path: Path) -> None:
-    predictor = Predictor.load(binary_run)
+    predictor = load_predictor(binary_run)
     image = make_xray(96, seed=3, pneumonia=True)
     result = predictor.explain_array(image, method="gradcam++", target_class="pneumonia")
     assert result["target_class"] == "pneumonia" and result["heatmap"].shape == (96, 96)
@@ -63,7 +64,7 @@ def test_explanation_files_and_class_choice(binary_run: Path, make_xray, tmp_pat
 
 
 def test_unknown_class_or_method_is_a_config_error(binary_run: Path, make_xray) -> None:
-    predictor = Predictor.load(binary_run)
+    predictor = load_predictor(binary_run)
     with pytest.raises(ConfigError, match="unknown class 'covid'"):
         predictor.explain_array(make_xray(64, 1), target_class="covid")
     with pytest.raises(ConfigError, match="unknown explanation method"):

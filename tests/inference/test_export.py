@@ -12,7 +12,7 @@ import pytest
 from pneumoscope.errors import ConfigError, ModelError
 from pneumoscope.inference import ood
 from pneumoscope.inference.export import export_onnx
-from pneumoscope.inference.predictor import Predictor
+from pneumoscope.inference.loading import load_predictor
 from pneumoscope.inference.sources import load_input
 
 
@@ -20,7 +20,7 @@ from pneumoscope.inference.sources import load_input
 def exported(binary_run: Path, tmp_path_factory) -> Path:
     run = shutil.copytree(binary_run, tmp_path_factory.mktemp("export") / "run")
     rng = np.random.default_rng(0)
-    width = Predictor.load(run).features_arrays([np.full((64, 64), 0.5, np.float32)]).shape[1]
+    width = load_predictor(run).features_arrays([np.full((64, 64), 0.5, np.float32)]).shape[1]
     reference = ood.fit_feature_reference(rng.normal(size=(100, width)), n_components=4)
     reference.save(run)
     result = export_onnx(run, run / "model.onnx")
@@ -44,7 +44,7 @@ def test_onnx_file_passes_the_checker_and_carries_the_metadata(exported: Path) -
 
 
 def test_onnx_predictor_reads_metadata_and_takes_any_batch(exported: Path, make_xray) -> None:
-    predictor = Predictor.load(exported)
+    predictor = load_predictor(exported)
     assert predictor.backend == "onnx" and predictor.classes == ("normal", "pneumonia")
     assert predictor.threshold == 0.3 and predictor.temperature == 1.5 and predictor.feature_reference is not None
     for n in (1, 3, 7):
@@ -55,8 +55,8 @@ def test_onnx_predictor_reads_metadata_and_takes_any_batch(exported: Path, make_
 @pytest.mark.realdata
 def test_onnx_matches_pytorch_on_real_images(exported: Path, fullres_paths: list[Path]) -> None:
     images = [load_input(p).gray for p in fullres_paths[::5]]
-    torch_results = Predictor.load(exported.parent, backend="pytorch").predict_arrays(images)
-    onnx_results = Predictor.load(exported).predict_arrays(images)
+    torch_results = load_predictor(exported.parent, backend="pytorch").predict_arrays(images)
+    onnx_results = load_predictor(exported).predict_arrays(images)
     difference = max(
         abs(a["probabilities"][c] - b["probabilities"][c])
         for a, b in zip(torch_results, onnx_results, strict=True) for c in a["probabilities"]
@@ -68,7 +68,7 @@ def test_onnx_matches_pytorch_on_real_images(exported: Path, fullres_paths: list
 
 def test_explaining_an_onnx_model_is_a_clear_error(exported: Path, make_xray) -> None:
     with pytest.raises(ModelError, match="need the PyTorch model"):
-        Predictor.load(exported).explain_array(make_xray(64, 1))
+        load_predictor(exported).explain_array(make_xray(64, 1))
 
 
 def test_exporting_an_onnx_file_again_is_refused(exported: Path, tmp_path: Path) -> None:
@@ -77,8 +77,8 @@ def test_exporting_an_onnx_file_again_is_refused(exported: Path, tmp_path: Path)
 
 
 def test_model_folder_predicts_through_its_exported_onnx_on_cpu(exported: Path, make_xray) -> None:
-    auto = Predictor.load(exported.parent)
-    forced = Predictor.load(exported.parent, backend="pytorch")
+    auto = load_predictor(exported.parent)
+    forced = load_predictor(exported.parent, backend="pytorch")
     assert auto.backend == "onnx" and forced.backend == "pytorch" and auto.model_id == forced.model_id
     image = make_xray(90, seed=5)
     assert auto.predict_arrays([image])[0]["probabilities"] == pytest.approx(
@@ -91,8 +91,8 @@ def test_onnx_exported_from_other_weights_is_not_used(exported: Path, binary_run
 
     other = save_run(tmp_path / "other", small_architecture(), seed=1)
     shutil.copy(exported, other / "model.onnx")
-    assert Predictor.load(other).backend == "pytorch"
+    assert load_predictor(other).backend == "pytorch"
     with pytest.raises(ModelError, match="exported from other weights"):
-        Predictor.load(other, backend="onnx")
+        load_predictor(other, backend="onnx")
     with pytest.raises(ModelError, match="no model.onnx beside the model"):
-        Predictor.load(binary_run, backend="onnx")
+        load_predictor(binary_run, backend="onnx")

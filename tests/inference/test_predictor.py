@@ -14,13 +14,14 @@ from nonxray import NON_XRAYS
 
 from pneumoscope.errors import DataError, ModelError
 from pneumoscope.inference import bundled, ood
+from pneumoscope.inference.loading import load_predictor
 from pneumoscope.inference.predictor import Predictor
 from pneumoscope.inference.sources import load_input
 
 
 @pytest.fixture(scope="module")
 def predictor(binary_run: Path) -> Predictor:
-    return Predictor.load(binary_run)
+    return load_predictor(binary_run)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,7 @@ def test_loads_a_run_folder_with_its_metadata(predictor: Predictor, binary_run: 
     card = predictor.card
     assert card["classes"] == ["normal", "pneumonia"] and card["threshold"] == 0.3
     assert card["val_metrics"] == {"accuracy": 0.5} and card["ood_guard"]["feature_check"] is False
-    assert Predictor.load(binary_run / "model.safetensors").model_id == predictor.model_id
+    assert load_predictor(binary_run / "model.safetensors").model_id == predictor.model_id
 
 
 def test_probabilities_use_temperature_and_threshold(predictor: Predictor, binary_run: Path, xrays) -> None:
@@ -106,11 +107,11 @@ def test_non_xray_inputs_are_flagged(predictor: Predictor) -> None:
 
 def test_feature_reference_is_used_when_present(binary_run: Path, tmp_path: Path, make_xray) -> None:
     run = shutil.copytree(binary_run, tmp_path / "run")
-    plain = Predictor.load(run)
+    plain = load_predictor(run)
     train = [make_xray(64, seed=100 + i, pneumonia=i % 2 == 1) for i in range(60)]
     reference = ood.fit_feature_reference(plain.features_arrays(train), n_components=8)
     reference.save(run)
-    guarded = Predictor.load(run)
+    guarded = load_predictor(run)
     assert guarded.card["ood_guard"]["feature_check"] is True
     xray = guarded.predict_arrays([make_xray(64, seed=7)])[0]
     assert xray["ood_score"] < 1.0 or "features unlike the training X-rays" not in xray["ood_reasons"]
@@ -122,9 +123,9 @@ def test_feature_reference_is_used_when_present(binary_run: Path, tmp_path: Path
 def test_concurrent_calls_give_the_same_results(binary_run: Path, tmp_path: Path, make_xray) -> None:
     run = shutil.copytree(binary_run, tmp_path / "run")
     train = [make_xray(64, seed=200 + i) for i in range(40)]
-    Predictor.load(run).features_arrays(train)
-    ood.fit_feature_reference(Predictor.load(run).features_arrays(train), n_components=4).save(run)
-    predictor = Predictor.load(run)
+    load_predictor(run).features_arrays(train)
+    ood.fit_feature_reference(load_predictor(run).features_arrays(train), n_components=4).save(run)
+    predictor = load_predictor(run)
     images = [make_xray(64 + 8 * (i % 4), seed=i) for i in range(12)]
     expected = [r["ood_score"] for r in predictor.predict_arrays(images)]
     got: dict[int, list[float]] = {}
@@ -173,12 +174,12 @@ def test_corrupt_file_becomes_an_error_row(predictor: Predictor, tmp_path: Path,
 
 def test_folder_without_model_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="no trained model here"):
-        Predictor.load(tmp_path)
+        load_predictor(tmp_path)
 
 
 def test_run_folder_of_another_task_is_refused(binary_run: Path) -> None:
     with pytest.raises(ModelError, match="trained for task 'binary', not '3class'"):
-        Predictor.load(binary_run, task="3class")
+        load_predictor(binary_run, task="3class")
 
 
 def test_metadata_that_does_not_match_the_weights_is_refused(binary_run: Path, tmp_path: Path) -> None:
@@ -187,7 +188,7 @@ def test_metadata_that_does_not_match_the_weights_is_refused(binary_run: Path, t
     meta.update(task="3class", classes=["normal", "bacteria", "virus"])
     (run / "model.json").write_text(json.dumps(meta))
     with pytest.raises(ModelError):
-        Predictor.load(run)
+        load_predictor(run)
 
 
 def test_metadata_with_wrong_classes_for_its_task_is_refused(binary_run: Path, tmp_path: Path) -> None:
@@ -196,7 +197,7 @@ def test_metadata_with_wrong_classes_for_its_task_is_refused(binary_run: Path, t
     meta["classes"] = ["healthy", "sick"]
     (run / "model.json").write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="do not match task"):
-        Predictor.load(run)
+        load_predictor(run)
 
 
 def test_onnx_without_pneumoscope_metadata_is_refused(tmp_path: Path) -> None:
@@ -211,21 +212,21 @@ def test_onnx_without_pneumoscope_metadata_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "foreign.onnx"
     onnx.save(helper.make_model(graph), path)
     with pytest.raises(ModelError, match="no pneumoscope metadata"):
-        Predictor.load(path)
+        load_predictor(path)
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(b"not a protobuf at all")
     with pytest.raises(ModelError, match="not a readable ONNX model"):
-        Predictor.load(garbage)
+        load_predictor(garbage)
 
 
 def test_unknown_reference_lists_the_bundled_models(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv(bundled.BUNDLED_DIR_ENV, str(tmp_path))
     with pytest.raises(ModelError, match="no bundled model named 'nonexistent-model'"):
-        Predictor.load("nonexistent-model")
+        load_predictor("nonexistent-model")
     other = tmp_path / "weights.bin"
     other.write_bytes(b"x")
     with pytest.raises(ModelError, match="not a model file"):
-        Predictor.load(other)
+        load_predictor(other)
 
 
 # ---------------------------------------------------------------------------------------------------- bundled
@@ -238,7 +239,7 @@ def test_bundled_model_is_found_by_name_and_as_default(binary_run: Path, tmp_pat
     monkeypatch.setenv(bundled.BUNDLED_DIR_ENV, str(tmp_path / "bundled"))
     monkeypatch.setenv(bundled.DEFAULT_MODEL_ENV, "test-binary")
     assert [m.name for m in bundled.list_bundled() if m.path.parent == tmp_path / "bundled"] == ["test-binary"]
-    predictor = Predictor.load("test-binary")
+    predictor = load_predictor("test-binary")
     assert predictor.model_id.startswith("test-binary-")
     assert predictor.card["name"] == "test-binary" and "Not a medical device" in predictor.card["model_card"]
     assert bundled.get_bundled().path == tmp_path / "bundled" / "test-binary"
@@ -252,7 +253,7 @@ def test_one_logit_sigmoid_binary_model(tmp_path: Path, make_xray) -> None:
     from pneumoscope.models import load_classifier
 
     run = save_run(tmp_path / "sigmoid", small_architecture(), outputs=1, temperature=2.0, threshold=0.4)
-    predictor = Predictor.load(run)
+    predictor = load_predictor(run)
     image = make_xray(72, seed=9, pneumonia=True)
     result = predictor.predict_arrays([image], tta=2)[0]
     model, _ = load_classifier(run)
@@ -268,5 +269,5 @@ def test_one_logit_sigmoid_binary_model(tmp_path: Path, make_xray) -> None:
         assert predictor.explain_array(image, target_class=target)["heatmap"].shape == (72, 72)
     exported = export_onnx(run, tmp_path / "sigmoid.onnx")
     assert exported.max_abs_prob_diff <= 1e-4
-    assert Predictor.load(exported.path).predict_arrays([image])[0]["probabilities"]["pneumonia"] == pytest.approx(
+    assert load_predictor(exported.path).predict_arrays([image])[0]["probabilities"]["pneumonia"] == pytest.approx(
         p, abs=1e-4)

@@ -52,9 +52,9 @@ def model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def predictor(model_dir: Path):
-    from pneumoscope.inference.predictor import Predictor
+    from pneumoscope.inference.loading import load_predictor
 
-    return Predictor.load(model_dir)
+    return load_predictor(model_dir)
 
 
 @pytest.fixture(scope="session")

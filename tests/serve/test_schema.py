@@ -11,10 +11,10 @@ import httpx
 import pytest
 
 schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is not installed in .venv")
-from hypothesis import HealthCheck, given, settings  # noqa: E402  (hypothesis comes with schemathesis)
-from schemathesis.checks import not_a_server_error  # noqa: E402
-from schemathesis.generation import GenerationMode  # noqa: E402
-from schemathesis.specs.openapi.checks import (  # noqa: E402
+from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.generation import GenerationMode
+from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
     status_code_conformance,

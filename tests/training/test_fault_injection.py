@@ -121,7 +121,7 @@ def test_a_run_killed_at_every_write_point_loses_nothing(tiny_kermany, tmp_path,
     with Image.open(run_dir / "curves.png") as curves:
         curves.verify()
 
-    from pneumoscope.inference.predictor import Predictor
+    from pneumoscope.inference.loading import load_predictor
     from pneumoscope.models import load_classifier
 
     model, meta = load_classifier(run_dir)
@@ -131,5 +131,5 @@ def test_a_run_killed_at_every_write_point_loses_nothing(tiny_kermany, tmp_path,
     for name, value in model.state_dict().items():
         assert (value == best["state_dict"][f"model.{name}"]).all(), name
     image = next((tiny_kermany / "test" / "NORMAL").glob("*.jpeg"))
-    row = next(Predictor.load(run_dir).predict_files([image]))
+    row = next(load_predictor(run_dir).predict_files([image]))
     assert not row["error"] and row["label"] in ("normal", "pneumonia")

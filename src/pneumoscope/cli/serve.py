@@ -36,13 +36,13 @@ def serve(
 
     from pneumoscope.cli.common import console
     from pneumoscope.inference import bundled
-    from pneumoscope.inference.predictor import Predictor
+    from pneumoscope.inference.loading import load_predictor
     from pneumoscope.serve import create_app
 
     reference = model or bundled.default_model_name()
     _check_model_path(reference)
     with console.status(f"loading model {reference}"):
-        predictor = Predictor.load(reference, device=device)
+        predictor = load_predictor(reference, device=device)
     console.print(f"model [bold]{predictor.model_id}[/] (classes: {', '.join(predictor.classes)})")
     if not _is_loopback(host):
         console.print(f"[yellow]warning:[/] listening on {host}: the service has no authentication; "

@@ -1,4 +1,4 @@
-"""Inference: ``Predictor`` (run folder, ``.onnx`` file or bundled model), TTA, the out-of-distribution guard,
+"""Inference: ``load_predictor`` (run folder, ``.onnx`` file or bundled model) → ``Predictor``, TTA, the out-of-distribution guard,
 Grad-CAM explanations and ONNX export.
 
 Names are imported lazily so that ``import pneumoscope.inference`` stays cheap (the CLI imports it at start-up).
@@ -17,10 +17,12 @@ __all__ = [
     "list_bundled",
     "load_input",
     "load_input_bytes",
+    "load_predictor",
 ]
 
 _LOCATIONS = {
     "Predictor": "pneumoscope.inference.predictor",
+    "load_predictor": "pneumoscope.inference.loading",
     "LoadedImage": "pneumoscope.inference.sources",
     "load_input": "pneumoscope.inference.sources",
     "load_input_bytes": "pneumoscope.inference.sources",

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,17 +17,16 @@ from typing import Any
 
 import numpy as np
 
-from pneumoscope.errors import ConfigError, ModelError, PneumoscopeError
+from pneumoscope.errors import ConfigError, ModelError
 from pneumoscope.files import atomic_path
 from pneumoscope.inference import ood
-from pneumoscope.inference.predictor import ONNX_META_KEY, Predictor, _last_linear, forward_with_features
+from pneumoscope.inference.backends import ONNX_META_KEY, forward_with_features, last_linear
+from pneumoscope.inference.model_files import open_folder, open_onnx, resolve
+from pneumoscope.inference.predictor import Predictor
 
 FORMATS = ("onnx",)
 DEFAULT_OPSET = 17
 PARITY_TOLERANCE = 1e-4
-ONNX_CACHE_DIR = "onnx"
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -64,10 +61,11 @@ def calibrate_feature_guard(ref: str | Path, images: list[str | Path], batch_siz
     and write ``ood_reference.safetensors`` beside the weights. Returns that file's path."""
     from pneumoscope.inference.sources import iter_image_files, load_input
 
-    predictor = Predictor.load(ref, backend="pytorch")
-    if not predictor.source.is_dir():
+    model = resolve(ref)
+    if model.kind != "folder":
         raise ConfigError("the OOD feature reference is stored beside the weights; pass a model folder.",
-                          path=predictor.source, fix="pass the run folder (or bundled name), not a file.")
+                          path=model.path, fix="pass the run folder (or bundled name), not a file.")
+    predictor = open_folder(model, "cpu")
     features, batch = [], []
     for path in iter_image_files(images):
         batch.append(load_input(path).gray)
@@ -117,17 +115,23 @@ def export_onnx(ref: str | Path, out: Path, opset: int = DEFAULT_OPSET, parity_i
     Raises ModelError if the export fails, does not pass ``onnx.checker``, or differs from PyTorch by more than
     ``PARITY_TOLERANCE`` in any probability on ``parity_images`` (default: a few synthetic images).
     """
+    model = resolve(ref)
+    if model.kind != "folder":
+        raise ConfigError("export needs PyTorch weights; this is already an ONNX file.", path=model.path,
+                          fix="pass the run folder, model.safetensors or bundled model name.")
+    return export_predictor(open_folder(model, "cpu"), out, opset, parity_images)
+
+
+def export_predictor(predictor: Predictor, out: Path, opset: int = DEFAULT_OPSET,
+                     parity_images: list[np.ndarray] | None = None) -> ExportResult:
+    """Export a PyTorch ``predictor`` to ``out`` (see ``export_onnx``)."""
     import onnx
     import torch
 
-    predictor = Predictor.load(ref, backend="pytorch")
-    if predictor.backend != "pytorch":
-        raise ConfigError("export needs PyTorch weights; this is already an ONNX file.", path=predictor.source,
-                          fix="pass the run folder, model.safetensors or bundled model name.")
     # A private copy: the exporter restores the train/eval mode of the module it was given, and a fresh wrapper
     # module starts in train mode, which would leave the predictor's BatchNorm layers in training mode.
     model = copy.deepcopy(predictor._torch.model).cpu().eval().to(memory_format=torch.contiguous_format)
-    head = _last_linear(model)
+    head = last_linear(model)
     has_features = hasattr(model, "features") or head is not None
     module = (_with_features(model, head) if has_features else model).eval()
     outputs = ("logits", "features") if has_features else ("logits",)
@@ -155,7 +159,7 @@ def export_onnx(ref: str | Path, out: Path, opset: int = DEFAULT_OPSET, parity_i
     except Exception as error:  # noqa: BLE001 - exporter failures are many types; report them as one line
         raise ModelError(f"ONNX export failed ({type(error).__name__}: {error}).", path=predictor.source,
                          fix=f"check that the architecture supports ONNX export (opset {opset}).") from None
-    difference = parity(predictor, Predictor.load(out), parity_images or _parity_images(size))
+    difference = parity(predictor, open_onnx(out, "cpu"), parity_images or _parity_images(size))
     if difference > PARITY_TOLERANCE:
         out.unlink(missing_ok=True)
         raise ModelError(f"the ONNX model differs from PyTorch by {difference:.2e} in probability.",
@@ -177,34 +181,3 @@ def _parity_images(size: int) -> list[np.ndarray]:
     yy, xx = np.mgrid[0:size, 0:size] / size
     base = 0.7 - 0.4 * np.exp(-(((xx - 0.3) / 0.15) ** 2 + ((yy - 0.5) / 0.3) ** 2))
     return [np.clip(base + rng.normal(0, 0.05, base.shape), 0, 1).astype(np.float32) for _ in range(4)]
-
-
-def cached_onnx_path(predictor: Predictor) -> Path | None:
-    """Where the cache keeps the ONNX export of a model folder's weights (keyed by their hash); None without one."""
-    from pneumoscope.paths import cache_root
-
-    if predictor.weights_sha256 is None:
-        return None
-    stem = (predictor._name or predictor.source.name or "model").replace(os.sep, "_")
-    return cache_root() / ONNX_CACHE_DIR / f"{stem}-{predictor.weights_sha256[:16]}.onnx"
-
-
-def cached_onnx(predictor: Predictor, required: bool = False) -> Path | None:
-    """The cached ONNX export of ``predictor``'s PyTorch weights, exported (with the parity check) on first use.
-
-    Where the export or the cache fails: ModelError if ``required``, else a logged warning and None (the caller
-    stays on PyTorch). Concurrent first uses each export to a private temporary file; the last rename wins.
-    """
-    path = cached_onnx_path(predictor)
-    if path is None or path.is_file():
-        return path
-    try:
-        with atomic_path(path, suffix=".onnx") as tmp:
-            export_onnx(predictor.source, tmp)
-    except (PneumoscopeError, OSError) as error:
-        if required:
-            raise ModelError(f"cannot export this model to ONNX in the cache ({error}).", path=path.parent,
-                             fix="set PNEUMOSCOPE_CACHE to a writable folder, or use --backend pytorch.") from None
-        log.warning("ONNX export into the cache failed (%s); predicting with PyTorch.", error)
-        return None
-    return path

@@ -1,7 +1,8 @@
-"""``Predictor``: one trained model (run folder, ``model.safetensors``, ``.onnx`` file or bundled name) ready to
-classify images, with temperature scaling, the stored operating threshold, TTA and the OOD guard.
+"""``Predictor``: one trained model ready to classify images, with temperature scaling, the stored operating
+threshold, TTA and the OOD guard. ``inference.loading.load_predictor`` makes one from a run folder, a
+``model.safetensors``, an ``.onnx`` file or a bundled name; ``Predictor.from_model`` from a model in memory.
 
-Thread safety: after ``Predictor.load`` returns, ``predict_arrays``, ``predict_inputs``, ``predict_files`` and
+Thread safety: after ``load_predictor`` returns, ``predict_arrays``, ``predict_inputs``, ``predict_files`` and
 ``features_arrays`` may be called from several threads at once (PyTorch forward passes run under
 ``torch.inference_mode`` and share no state; the feature hook only records its own thread's pass; onnxruntime
 sessions are thread-safe for ``run``). ``explain_array`` runs Grad-CAM on a private copy of the model, so its hooks
@@ -11,10 +12,8 @@ Attributes are read-only after loading; do not change them from a request handle
 
 from __future__ import annotations
 
-import hashlib
-import json
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,13 +23,11 @@ import numpy as np
 
 from pneumoscope.data.imaging import check_geometry
 from pneumoscope.errors import ModelError, PneumoscopeError
-from pneumoscope.inference import bundled, ood
+from pneumoscope.inference import ood
+from pneumoscope.inference.backends import OnnxBackend, TorchBackend
 from pneumoscope.inference.sources import LoadedImage, load_input
 from pneumoscope.inference.tta import check_views, reduce_views, tta_batch
 from pneumoscope.models.meta import ModelMeta
-
-ONNX_META_KEY = "pneumoscope"
-EXPORTED_ONNX_FILE = "model.onnx"
 
 
 @dataclass(frozen=True)
@@ -41,86 +38,12 @@ class ReadyInput:
     stats: ood.ImageStats
 
 
-class _TorchBackend:
-    """A pneumoscope ``Classifier`` in PyTorch; penultimate features are read from the input of its last Linear."""
-
-    name = "pytorch"
-
-    def __init__(self, model: Any, device: str):
-        import torch
-
-        self.torch = torch
-        self.device = torch.device(device)
-        # channels_last roughly doubles CPU convolution throughput for the registry's CNNs (same results to ~1e-6).
-        self.model = model.eval().to(self.device).to(memory_format=torch.channels_last)
-        self.head = _last_linear(self.model)
-
-    def run(self, batch: np.ndarray, want_features: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        with self.torch.inference_mode():
-            x = self.torch.from_numpy(batch).to(self.device)
-            if not want_features:
-                return self.model(x).float().cpu().numpy(), None
-            logits, features = forward_with_features(self.model, x, self.head)
-        return logits.float().cpu().numpy(), None if features is None else features.float().cpu().numpy()
-
-
-def forward_with_features(model: Any, x: Any, head: Any = None) -> tuple[Any, Any]:
-    """(logits, penultimate features (B, D)) in one pass.
-
-    A pneumoscope ``Classifier`` computes ``head(features(x))``; its feature map is average-pooled. Other modules:
-    the input of their last Linear layer, recorded by a hook that ignores passes of other threads.
-    """
-    if hasattr(model, "features") and hasattr(model, "head"):
-        features = model.features(x)
-        logits = model.head(features)
-        return logits, features.mean(dim=(2, 3)) if features.ndim == 4 else features.flatten(1)
-    if head is None:
-        return model(x), None
-    captured: list[Any] = []
-    caller = threading.get_ident()
-
-    def capture(_module: Any, args: tuple) -> None:
-        if threading.get_ident() == caller:  # other threads may be running the same model right now
-            captured.append(args[0])
-
-    handle = head.register_forward_pre_hook(capture)
-    try:
-        logits = model(x)
-    finally:
-        handle.remove()
-    return logits, captured[0].flatten(1) if captured else None
-
-
-def _last_linear(model: Any) -> Any:
-    import torch
-
-    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    return linears[-1] if linears else None
-
-
-class _OnnxBackend:
-    """An exported ``.onnx`` file run by onnxruntime (outputs ``logits`` and, if exported, ``features``)."""
-
-    name = "onnx"
-
-    def __init__(self, session: Any):
-        self.session = session
-        self.input_name = session.get_inputs()[0].name
-        self.output_names = [o.name for o in session.get_outputs()]
-
-    def run(self, batch: np.ndarray, want_features: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        names = self.output_names if want_features else self.output_names[:1]
-        outputs = self.session.run(names, {self.input_name: batch})
-        features = outputs[1] if len(outputs) > 1 else None
-        return outputs[0].astype(np.float32), features
-
-
 class Predictor:
     """A loaded model that turns images into labels, probabilities, OOD flags and heatmaps."""
 
     def __init__(
         self,
-        backend: _TorchBackend | _OnnxBackend,
+        backend: TorchBackend | OnnxBackend,
         info: ModelMeta,
         *,
         model_id: str,
@@ -128,13 +51,15 @@ class Predictor:
         feature_reference: ood.FeatureReference | None = None,
         card_text: str | None = None,
         name: str | None = None,
-        torch_backend: _TorchBackend | None = None,
+        torch_loader: Callable[[], TorchBackend] | None = None,
         weights_sha256: str | None = None,
     ):
+        """``backend`` runs the predictions; ``torch_loader`` builds the PyTorch model that explanations need, on
+        first use (the ONNX backend of a model folder predicts without importing torch)."""
         self.weights_sha256 = weights_sha256
         self._backend = backend
-        self._torch = torch_backend if torch_backend is not None else (
-            backend if isinstance(backend, _TorchBackend) else None)
+        self._torch_backend = backend if isinstance(backend, TorchBackend) else None
+        self._torch_loader = torch_loader
         self.info = info
         self.classes: tuple[str, ...] = info.classes
         self.threshold: float | None = info.threshold
@@ -147,150 +72,26 @@ class Predictor:
         self._card_text = card_text
         self._name = name
         self._explain_lock = threading.Lock()
+        self._torch_lock = threading.Lock()
         self._check_outputs()
 
     # ------------------------------------------------------------------ loading
-    @classmethod
-    def load(cls, ref: str | Path, device: str = "cpu", task: str | None = None, backend: str = "auto") -> Predictor:
-        """Load a run folder, a ``model.safetensors``, an ``.onnx`` file or a bundled model name.
-
-        ``task``, when given, must match the model's task (ModelError otherwise). ``backend`` for model folders:
-        ``auto`` predicts through onnxruntime when the folder also holds a ``model.onnx`` exported from these very
-        weights and the device is the CPU (faster there), else PyTorch; ``pytorch`` / ``onnx`` force one. The PyTorch
-        model stays loaded for ``explain_array``.
-        """
-        if backend not in ("auto", "pytorch", "onnx"):
-            raise ModelError(f"unknown backend {backend!r}.", fix="use auto, pytorch or onnx.")
-        path = Path(str(ref)).expanduser()
-        if path.exists():
-            if path.is_dir():
-                predictor = cls._load_folder(path, device)
-            elif path.suffix.lower() == ".onnx":
-                predictor = cls._load_onnx(path, device)
-            elif path.suffix.lower() == ".safetensors" or path.name == bundled.META_FILE:
-                predictor = cls._load_folder(path.parent, device, weights=path)
-            else:
-                raise ModelError(
-                    "not a model file.", path=path,
-                    fix="pass a run folder, a model.safetensors, an .onnx file or a bundled model name.",
-                )
-        else:
-            model = bundled.find_bundled(str(ref))
-            if model is None:
-                bundled.get_bundled(str(ref))  # raises, listing what is installed
-                raise AssertionError("unreachable")
-            predictor = cls._load_folder(model.path, device, name=model.name)
-        if predictor._torch is not None and backend != "pytorch":
-            predictor._use_sibling_onnx(device, required=backend == "onnx")
-        if task is not None and predictor.task is not None and predictor.task != task:
-            raise ModelError(
-                f"this model was trained for task {predictor.task!r}, not {task!r}.", path=predictor.source,
-                fix=f"use a model trained for {task!r}, or drop --task.",
-            )
-        return predictor
-
     @classmethod
     def from_model(cls, model: Any, meta: dict[str, Any], device: str = "cpu", name: str | None = None) -> Predictor:
         """A predictor around an in-memory ``Classifier`` and its ``model.json``-style metadata (e.g. right after
         training, for report heatmaps)."""
         info = ModelMeta.from_dict(meta, name or "in-memory model")
-        return cls(_TorchBackend(model, device), info, model_id=f"{name or _stem(info)}-in-memory",
+        return cls(TorchBackend(model, device), info, model_id=f"{name or model_stem(info)}-in-memory",
                    source=Path(name or "in-memory model"), name=name)
 
-    @classmethod
-    def _load_folder(cls, folder: Path, device: str, weights: Path | None = None, name: str | None = None) -> Predictor:
-        weights = weights or folder / bundled.WEIGHTS_FILE
-        meta_path = folder / bundled.META_FILE
-        if not weights.is_file() or not meta_path.is_file():
-            raise ModelError(
-                f"no trained model here (expected {bundled.WEIGHTS_FILE} and {bundled.META_FILE}).", path=folder,
-                fix="pass the folder written by `pneumoscope train`, an .onnx file or a bundled model name.",
-            )
-        from pneumoscope.models import load_classifier
-
-        try:
-            model, meta = load_classifier(folder if weights.parent == folder else weights)
-        except PneumoscopeError:
-            raise
-        except Exception as error:  # noqa: BLE001 - corrupt or foreign files
-            raise ModelError(f"cannot load the model ({type(error).__name__}: {error}).", path=folder,
-                             fix="re-create it with `pneumoscope train`.") from None
-        info = ModelMeta.from_dict(meta, meta_path)
-        card = folder / bundled.CARD_FILE
-        digest = file_sha256(weights)
-        return cls(
-            _TorchBackend(model, device),
-            info,
-            model_id=f"{name or _stem(info)}-{digest[:12]}",
-            weights_sha256=digest,
-            source=folder,
-            feature_reference=ood.FeatureReference.load(folder),
-            card_text=card.read_text(encoding="utf-8") if card.is_file() else None,
-            name=name,
-        )
-
-    @classmethod
-    def _load_onnx(cls, path: Path, device: str) -> Predictor:
-        import onnxruntime as ort
-
-        providers = ["CPUExecutionProvider"]
-        if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
-        try:
-            session = ort.InferenceSession(str(path), providers=providers)
-        except Exception as error:  # noqa: BLE001 - onnxruntime raises several types for bad files
-            raise ModelError(f"not a readable ONNX model ({type(error).__name__}).", path=path,
-                             fix="re-export it with `pneumoscope export RUN_DIR --format onnx`.") from None
-        custom = session.get_modelmeta().custom_metadata_map
-        if ONNX_META_KEY not in custom:
-            raise ModelError(
-                "this ONNX file has no pneumoscope metadata (classes, preprocessing, threshold).", path=path,
-                fix="export the model with `pneumoscope export RUN_DIR --format onnx`.",
-            )
-        try:
-            meta = json.loads(custom[ONNX_META_KEY])
-        except json.JSONDecodeError:
-            raise ModelError("the ONNX file's pneumoscope metadata is not valid JSON.", path=path,
-                             fix="re-export it with `pneumoscope export`.") from None
-        reference = custom.get(ood.FEATURE_REFERENCE_FILE)
-        info = ModelMeta.from_dict(meta, path)
-        return cls(
-            _OnnxBackend(session),
-            info,
-            model_id=f"{_stem(info)}-onnx-{file_sha256(path)[:12]}",
-            weights_sha256=meta.get("weights_sha256"),
-            source=path,
-            feature_reference=ood.FeatureReference.from_text(reference, str(path)) if reference else None,
-            card_text=meta.get("model_card"),
-        )
-
-    def _use_sibling_onnx(self, device: str, required: bool) -> None:
-        """Predict through ``model.onnx`` beside the weights if it was exported from them (on CPU, or if required).
-
-        Bundled models ship without ONNX (to keep the package small): theirs is exported on first use into
-        pneumoscope's cache (``export.cached_onnx``); where that fails, prediction stays on PyTorch.
-        """
-        onnx_path = self.source / EXPORTED_ONNX_FILE if self.source.is_dir() else None
-        if (onnx_path is None or not onnx_path.is_file()) and self._name is not None and (required or device == "cpu"):
-            from pneumoscope.inference.export import cached_onnx
-
-            onnx_path = cached_onnx(self, required=required)
-        if onnx_path is None or not onnx_path.is_file():
-            if required:
-                raise ModelError(f"no {EXPORTED_ONNX_FILE} beside the model.", path=self.source,
-                                 fix="create it with `pneumoscope export MODEL --format onnx`, or use --backend auto.")
-            return
-        if not (required or device == "cpu"):
-            return
-        exported = Predictor._load_onnx(onnx_path, device)
-        if exported.weights_sha256 != self.weights_sha256 or exported.classes != self.classes:
-            if required:
-                raise ModelError(f"{EXPORTED_ONNX_FILE} was exported from other weights.", path=onnx_path,
-                                 fix="re-export it with `pneumoscope export`.")
-            return
-        self._backend = exported._backend
-        if exported.feature_reference is not None and self.feature_reference is None:
-            self.feature_reference = exported.feature_reference
+    @property
+    def _torch(self) -> TorchBackend | None:
+        """The PyTorch model (built on first use where the predictor runs on ONNX), or None for an ONNX file."""
+        if self._torch_backend is None and self._torch_loader is not None:
+            with self._torch_lock:
+                if self._torch_backend is None:
+                    self._torch_backend = self._torch_loader()
+        return self._torch_backend
 
     def _check_outputs(self) -> None:
         """One tiny forward pass: the model must give one logit per class."""
@@ -531,14 +332,7 @@ def _submit(pool: ThreadPoolExecutor, chunk: list[Any] | None, ready: Any) -> li
     return [(Path(p), pool.submit(lambda path: ready(load_input(path)), p)) for p in chunk]
 
 
-def _stem(info: ModelMeta) -> str:
+def model_stem(info: ModelMeta) -> str:
+    """``<architecture>-<task>``: the readable part of a model id."""
     parts = [info.get("architecture") or "model", info.task or f"{len(info.classes)}class"]
     return "-".join(str(p) for p in parts)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

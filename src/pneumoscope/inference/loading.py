@@ -1,0 +1,114 @@
+"""``load_predictor(ref)``: any model reference ready to predict, on the fastest backend that gives the same answers.
+
+On the CPU a model folder predicts through onnxruntime when an ONNX file exported from its very weights (same
+SHA-256) is at hand: ``model.onnx`` beside the weights, or, for bundled models (which ship none, to keep the package
+small), the export that pneumoscope's cache keeps, made on first use with the parity check of ``export``. Then
+neither torch nor the network's code is imported to predict; the PyTorch model is built only if an explanation asks
+for it. Where no such export exists or it fails, prediction stays on PyTorch.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from pathlib import Path
+
+from pneumoscope.errors import ModelError, PneumoscopeError
+from pneumoscope.files import atomic_path
+from pneumoscope.inference.backends import EXPORTED_ONNX_FILE
+from pneumoscope.inference.export import export_predictor
+from pneumoscope.inference.model_files import (
+    ModelRef,
+    folder_identity,
+    folder_meta,
+    open_folder,
+    open_onnx,
+    resolve,
+    torch_backend,
+)
+from pneumoscope.inference.predictor import Predictor
+
+ONNX_CACHE_DIR = "onnx"
+BACKENDS = ("auto", "pytorch", "onnx")
+
+log = logging.getLogger(__name__)
+
+
+def load_predictor(ref: str | Path, device: str = "cpu", task: str | None = None, backend: str = "auto") -> Predictor:
+    """Load a run folder, a ``model.safetensors``, an ``.onnx`` file or a bundled model name.
+
+    ``task``, when given, must match the model's task (ModelError otherwise). ``backend`` for model folders:
+    ``auto`` predicts through onnxruntime on the CPU when an export of these very weights is at hand (see the module
+    docstring), else PyTorch; ``pytorch`` / ``onnx`` force one. Explanations always run on the PyTorch model.
+    """
+    if backend not in BACKENDS:
+        raise ModelError(f"unknown backend {backend!r}.", fix="use auto, pytorch or onnx.")
+    model = resolve(ref)
+    if model.kind == "onnx":
+        predictor = open_onnx(model.path, device)
+    else:
+        predictor = None
+        if backend == "onnx" or (backend == "auto" and device == "cpu"):
+            predictor = _exported(model, device, required=backend == "onnx")
+        if predictor is None:
+            predictor = open_folder(model, device)
+    if task is not None and predictor.task is not None and predictor.task != task:
+        raise ModelError(f"this model was trained for task {predictor.task!r}, not {task!r}.", path=predictor.source,
+                         fix=f"use a model trained for {task!r}, or drop --task.")
+    return predictor
+
+
+def _exported(model: ModelRef, device: str, required: bool) -> Predictor | None:
+    """The folder's model on onnxruntime, from an export of its weights (made into the cache on first use for a
+    bundled model, or when ``required``); None where there is none and none is needed."""
+    meta, digest = folder_meta(model)
+    identity = folder_identity(model, meta, digest)
+    sibling = model.path / EXPORTED_ONNX_FILE
+    cached = onnx_cache_file(model.name or model.path.name or "model", digest)
+    torch_loaded = None
+    candidate = sibling if sibling.is_file() else cached if cached.is_file() else None
+    if candidate is None and model.name is not None:
+        torch_loaded = open_folder(model, device)
+        candidate = _export_into_cache(torch_loaded, cached, required)
+    if candidate is None:
+        if required:
+            raise ModelError(f"no {EXPORTED_ONNX_FILE} beside the model.", path=model.path,
+                             fix="create it with `pneumoscope export MODEL --format onnx`, or use --backend auto.")
+        return torch_loaded
+    exported = open_onnx(candidate, device)
+    if exported.weights_sha256 != digest or exported.classes != meta.classes:
+        if required:
+            raise ModelError(f"{candidate.name} was exported from other weights.", path=candidate,
+                             fix="re-export it with `pneumoscope export`.")
+        return torch_loaded
+    if torch_loaded is not None:
+        loaded = torch_loaded._torch
+        torch_loader = lambda: loaded
+    else:
+        torch_loader = functools.partial(torch_backend, model, device)
+    identity["feature_reference"] = identity["feature_reference"] or exported.feature_reference
+    return Predictor(exported._backend, meta, **identity, torch_loader=torch_loader)
+
+
+def onnx_cache_file(stem: str, digest: str) -> Path:
+    """Where the cache keeps the ONNX export of the weights with SHA-256 ``digest``."""
+    from pneumoscope.paths import cache_root
+
+    return cache_root() / ONNX_CACHE_DIR / f"{stem.replace(os.sep, '_')}-{digest[:16]}.onnx"
+
+
+def _export_into_cache(predictor: Predictor, path: Path, required: bool) -> Path | None:
+    """Export ``predictor`` (PyTorch) to ``path`` with the parity check. Where the export or the cache fails:
+    ModelError if ``required``, else a logged warning and None. Concurrent first uses each export to a private
+    temporary file; the last rename wins."""
+    try:
+        with atomic_path(path, suffix=".onnx") as tmp:
+            export_predictor(predictor, tmp)
+    except (PneumoscopeError, OSError) as error:
+        if required:
+            raise ModelError(f"cannot export this model to ONNX in the cache ({error}).", path=path.parent,
+                             fix="set PNEUMOSCOPE_CACHE to a writable folder, or use --backend pytorch.") from None
+        log.warning("ONNX export into the cache failed (%s); predicting with PyTorch.", error)
+        return None
+    return path
