@@ -123,17 +123,23 @@ def _zscore(values: np.ndarray) -> np.ndarray:
 
 
 def downsample(gray: np.ndarray) -> np.ndarray:
-    """The image squashed to STATS_SIZE x STATS_SIZE by area averaging.
+    """The image (float in [0, 1], or uint8) squashed to STATS_SIZE x STATS_SIZE by area averaging, float32.
 
     Large images are first reduced by an integer factor (OpenCV's fast path for area averaging, ~6x faster than one
     fractional step on a 2-megapixel radiograph), dropping the last few rows/columns that do not fill a block.
     """
-    image = np.asarray(gray, dtype=np.float32)
+    image = np.asarray(gray)
     h, w = image.shape
     factor = min(h, w) // STATS_SIZE
     if factor >= 2:
-        image = cv2.resize(image[: h // factor * factor, : w // factor * factor], (w // factor, h // factor),
-                           interpolation=cv2.INTER_AREA)
+        image = image[: h // factor * factor, : w // factor * factor]
+        if image.dtype == np.uint8:  # block means in float: no float copy of the full-size image, no rounding
+            blocks = image.reshape(h // factor, factor, w // factor, factor)
+            image = blocks.mean(axis=(1, 3), dtype=np.float32) / np.float32(255.0)
+        else:
+            image = cv2.resize(image.astype(np.float32, copy=False), (w // factor, h // factor),
+                               interpolation=cv2.INTER_AREA)
+    image = image.astype(np.float32) / np.float32(255.0) if image.dtype == np.uint8 else image.astype(np.float32)
     return cv2.resize(image, (STATS_SIZE, STATS_SIZE), interpolation=cv2.INTER_AREA)
 
 
@@ -143,7 +149,7 @@ def thumbnail(gray: np.ndarray) -> np.ndarray:
 
 
 def image_stats(gray: np.ndarray, colour: float = 0.0) -> ImageStats:
-    """Statistics of a float (H, W) image in [0, 1]; ``colour`` is the colourfulness of its RGB original (0 if grey)."""
+    """Statistics of a grey (H, W) image (float in [0, 1], or uint8); ``colour`` is the colourfulness of its RGB original (0 if grey)."""
     g = downsample(gray)
     low, high = np.percentile(g, [1, 99])
     hist = np.histogram(g, bins=64, range=(0.0, 1.0))[0].astype(np.float64)

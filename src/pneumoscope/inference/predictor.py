@@ -138,7 +138,8 @@ class Predictor:
 
     # ------------------------------------------------------------------ inputs
     def prepare(self, gray: np.ndarray) -> np.ndarray:
-        """The model's input for one grey image: the training preprocess, as float32 (S, S) in [0, 1]."""
+        """The model's input for one grey image (uint8, uint16 or float in [0, 1]): the training preprocess, as
+        float32 (S, S) in [0, 1]."""
         from pneumoscope.data.preprocess import preprocess
 
         return preprocess(gray, self.image_size, clahe=self.info.clahe).astype(np.float32) / 255.0
@@ -181,7 +182,7 @@ class Predictor:
 
     def ready(self, item: LoadedImage) -> ReadyInput:
         """The model input and OOD statistics of one decoded image (the per-image CPU work before the model)."""
-        return ReadyInput(self.prepare(item.gray), ood.image_stats(item.gray, item.colourfulness))
+        return ReadyInput(self.prepare(item.pixels), ood.image_stats(item.pixels, item.colourfulness))
 
     def _predict_ready(self, ready: Sequence[ReadyInput], tta: int) -> list[dict[str, Any]]:
         n_views = check_views(tta)

@@ -8,6 +8,7 @@ like images are picked, so that a README or a CSV beside the images is not repor
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 from collections.abc import Iterable, Iterator
@@ -85,10 +86,18 @@ def count_image_files(inputs: Iterable[str | Path]) -> int:
 
 @dataclass(frozen=True)
 class LoadedImage:
-    """A decoded input: the grey image the model sees and the colourfulness of its original (0 for grey files)."""
+    """A decoded input: its grey pixels as decoded (uint8 for 8-bit files, else float32 in [0, 1]; see
+    ``pneumoscope.data.imaging``) and the colourfulness of its original (0 for grey files)."""
 
-    gray: np.ndarray  # float32 (H, W) in [0, 1], from pneumoscope.data.imaging
+    pixels: np.ndarray
     colourfulness: float = 0.0
+
+    @functools.cached_property
+    def gray(self) -> np.ndarray:
+        """The grey image as float32 (H, W) in [0, 1] (made on first use: prediction works on ``pixels``)."""
+        from pneumoscope.data.imaging import unit_float
+
+        return unit_float(self.pixels)
 
 
 def _pil_colourfulness(data: bytes) -> float:
@@ -143,12 +152,12 @@ def load_input(path: str | Path) -> LoadedImage:
 def load_input_bytes(data: bytes, name: str = "upload") -> LoadedImage:
     """Decode an uploaded file (ImageLoadError naming ``name`` if it cannot be used, ``check_geometry`` included)
     and measure its colour."""
-    from pneumoscope.data.imaging import check_geometry, is_dicom_bytes, load_image_bytes
+    from pneumoscope.data.imaging import check_geometry, decode_image_bytes, is_dicom_bytes
 
-    gray = load_image_bytes(data, name)
-    check_geometry(gray.shape[1], gray.shape[0], name)
+    pixels = decode_image_bytes(data, name).gray
+    check_geometry(pixels.shape[1], pixels.shape[0], name)
     colour = _dicom_colourfulness(data) if is_dicom_bytes(data) or _is_dicom_name(name) else _pil_colourfulness(data)
-    return LoadedImage(gray, colour)
+    return LoadedImage(pixels, colour)
 
 
 def _is_dicom_name(name: str) -> bool:
