@@ -133,9 +133,10 @@ def downsample(gray: np.ndarray) -> np.ndarray:
     factor = min(h, w) // STATS_SIZE
     if factor >= 2:
         image = image[: h // factor * factor, : w // factor * factor]
-        if image.dtype == np.uint8:  # block means in float: no float copy of the full-size image, no rounding
-            blocks = image.reshape(h // factor, factor, w // factor, factor)
-            image = blocks.mean(axis=(1, 3), dtype=np.float32) / np.float32(255.0)
+        if image.dtype == np.uint8:  # exact block means from integer sums: no float copy of the full-size image
+            rows = image.reshape(h // factor, factor, -1).sum(axis=1, dtype=np.uint32)
+            sums = rows.reshape(h // factor, w // factor, factor).sum(axis=2)
+            image = sums.astype(np.float32) / np.float32(255.0 * factor * factor)
         else:
             image = cv2.resize(image.astype(np.float32, copy=False), (w // factor, h // factor),
                                interpolation=cv2.INTER_AREA)
