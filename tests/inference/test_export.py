@@ -96,3 +96,26 @@ def test_onnx_exported_from_other_weights_is_not_used(exported: Path, binary_run
         load_predictor(other, backend="onnx")
     with pytest.raises(ModelError, match="no model.onnx beside the model"):
         load_predictor(binary_run, backend="onnx")
+
+
+def test_a_folder_with_its_export_predicts_without_importing_torch(exported: Path, make_xray, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    image = tmp_path / "xray.png"
+    Image.fromarray(make_xray(90, seed=6)).save(image)
+    script = (
+        "import sys\n"
+        "import numpy as np\n"
+        "from pneumoscope.inference.loading import load_predictor\n"
+        f"predictor = load_predictor({str(exported.parent)!r})\n"
+        f"row = next(predictor.predict_files([{str(image)!r}]))\n"
+        "print(predictor.backend, row['label'] in predictor.classes, 'torch' in sys.modules)\n"
+        "predictor.explain_array(np.full((90, 90), 0.5, dtype=np.float32))\n"
+        "print('torch' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["onnx", "True", "False", "True"]  # torch only once an explanation needs it

@@ -92,8 +92,12 @@ class OnnxBackend:
         providers = ["CPUExecutionProvider"]
         if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
+        options = ort.SessionOptions()
+        # Predictions overlap with the decode threads: intra-op threads that spin while they wait for work would
+        # take the cores the decoders need.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            return cls(ort.InferenceSession(str(path), providers=providers))
+            return cls(ort.InferenceSession(str(path), sess_options=options, providers=providers))
         except Exception as error:  # noqa: BLE001 - onnxruntime raises several types for bad files
             raise ModelError(f"not a readable ONNX model ({type(error).__name__}).", path=path,
                              fix="re-export it with `pneumoscope export RUN_DIR --format onnx`.") from None
