@@ -16,6 +16,7 @@ import numpy as np
 from fastapi import Depends, Request, UploadFile
 
 from pneumoscope.inference.sources import LoadedImage
+from pneumoscope.metrics.classification import json_ready
 from pneumoscope.serve.runner import ModelRunner
 from pneumoscope.serve.schemas import ModelInfo, Prediction
 from pneumoscope.serve.uploads import MB, decode_upload, safe_filename
@@ -141,25 +142,8 @@ def model_info(predictor: Any, classes: list[str], model_id: str, limits: dict[s
         threshold_method=card.get("threshold_method"),
         image_size=int(predictor.image_size),
         metrics=metrics if isinstance(metrics, dict) else None,
-        card=json_safe(card),
+        card=json_ready(card),
         card_markdown=card.get("model_card") or None,
         limits=limits,
         intended_use=INTENDED_USE,
     )
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with numpy scalars and arrays turned into plain Python (model metadata may hold them)."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    return str(value)
