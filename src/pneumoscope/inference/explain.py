@@ -8,6 +8,7 @@ thread through the same module (the web server predicting while explaining) woul
 from __future__ import annotations
 
 import copy
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,14 +45,18 @@ def resolve_class(classes: tuple[str, ...], target: str | int | None, predicted:
     raise ConfigError(f"unknown class {target!r} for this model.", fix=f"use one of: {', '.join(classes)}.")
 
 
+_CAM_MODELS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
 def _cam_model(predictor: Predictor, model: Any) -> Any:
-    """The predictor's private copy of its model for CAM (made once, under the predictor's explain lock)."""
-    cached = getattr(predictor, "_cam_model", None)
+    """A private copy of the predictor's model for CAM, made once per predictor (under its explain lock) and kept
+    while the predictor lives: CAM's hooks and gradients never touch the model that predicts."""
+    cached = _CAM_MODELS.get(predictor)
     if cached is None:
         cached = copy.deepcopy(model).eval()
         for parameter in cached.parameters():
             parameter.requires_grad_(True)
-        predictor._cam_model = cached
+        _CAM_MODELS[predictor] = cached
     return cached
 
 

@@ -130,7 +130,7 @@ def export_predictor(predictor: Predictor, out: Path, opset: int = DEFAULT_OPSET
 
     # A private copy: the exporter restores the train/eval mode of the module it was given, and a fresh wrapper
     # module starts in train mode, which would leave the predictor's BatchNorm layers in training mode.
-    model = copy.deepcopy(predictor._torch.model).cpu().eval().to(memory_format=torch.contiguous_format)
+    model = copy.deepcopy(predictor.torch_backend.model).cpu().eval().to(memory_format=torch.contiguous_format)
     head = last_linear(model)
     has_features = hasattr(model, "features") or head is not None
     module = (_with_features(model, head) if has_features else model).eval()

@@ -83,12 +83,12 @@ def _exported(model: ModelRef, device: str, required: bool) -> Predictor | None:
                              fix="re-export it with `pneumoscope export`.")
         return torch_loaded
     if torch_loaded is not None:
-        loaded = torch_loaded._torch
+        loaded = torch_loaded.torch_backend
         torch_loader = lambda: loaded
     else:
         torch_loader = functools.partial(torch_backend, model, device)
     identity["feature_reference"] = identity["feature_reference"] or exported.feature_reference
-    return Predictor(exported._backend, meta, **identity, torch_loader=torch_loader)
+    return Predictor(exported.runner, meta, **identity, torch_loader=torch_loader)
 
 
 def onnx_cache_file(stem: str, digest: str) -> Path:

@@ -85,7 +85,7 @@ class Predictor:
                    source=Path(name or "in-memory model"), name=name)
 
     @property
-    def _torch(self) -> TorchBackend | None:
+    def torch_backend(self) -> TorchBackend | None:
         """The PyTorch model (built on first use where the predictor runs on ONNX), or None for an ONNX file."""
         if self._torch_backend is None and self._torch_loader is not None:
             with self._torch_lock:
@@ -109,6 +109,11 @@ class Predictor:
             )
 
     # ------------------------------------------------------------------ properties
+    @property
+    def runner(self) -> TorchBackend | OnnxBackend:
+        """The backend that runs the predictions."""
+        return self._backend
+
     @property
     def backend(self) -> str:
         """``pytorch`` or ``onnx``."""
@@ -278,7 +283,7 @@ class Predictor:
         Returns ``heatmap`` float32 (H, W) in [0, 1] at the input's size, ``overlay`` uint8 (H, W, 3), ``target_class``
         and the prediction (``label``, ``probabilities``).
         """
-        if self._torch is None:
+        if self.torch_backend is None:
             raise ModelError("explanations need the PyTorch model, not an ONNX file.", path=self.source,
                              fix="pass the run folder, model.safetensors or bundled name instead.")
         from pneumoscope.inference.explain import explain_image
@@ -286,7 +291,7 @@ class Predictor:
         loaded = as_loaded_image(image)
         prepared = self.prepare(loaded.gray)
         with self._explain_lock:
-            return explain_image(self, self._torch.model, loaded.gray, prepared, method, target_class)
+            return explain_image(self, self.torch_backend.model, loaded.gray, prepared, method, target_class)
 
 
 def as_loaded_image(image: np.ndarray | LoadedImage) -> LoadedImage:
