@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
     from pneumoscope.inference.export import ExportResult
     from pneumoscope.inference.predictor import Predictor
+    from pneumoscope.inference.results_file import PredictionCounts
 
 __all__ = [
     "Comparison",
@@ -567,10 +568,9 @@ class Model:
             >>> ps.load_model("kermany-binary", backend="pytorch").prediction_columns()
             ['path', 'label', 'p_normal', 'p_pneumonia', 'threshold', 'ood', 'ood_score', 'ood_reason', 'error']
         """
-        columns = ["path", "label", *[f"p_{c}" for c in self.classes]]
-        if tta:
-            columns += [f"p_std_{c}" for c in self.classes]
-        return columns + ["threshold", "ood", "ood_score", "ood_reason", "error"]
+        from pneumoscope.inference.results_file import prediction_columns
+
+        return prediction_columns(self.classes, tta)
 
     def predict(self, images: Any, *, tta: int = 0, batch_size: int = 32, workers: int = 2) -> pd.DataFrame:
         """Classify chest X-rays.
@@ -632,13 +632,45 @@ class Model:
             >>> first["label"] in model.classes, first["error"]
             (True, None)
         """
-        from pneumoscope.inference.sources import iter_image_files
-        from pneumoscope.inference.tta import check_views
+        from pneumoscope.inference.results_file import iter_prediction_rows
 
-        check_views(tta)
-        files = (path for item in inputs for path in iter_image_files([item]))  # lazily, one input at a time
-        for row in self._predictor.predict_files(files, batch_size=batch_size, tta=tta, workers=workers):
-            yield self._row(row, tta)
+        return iter_prediction_rows(self._predictor, inputs, tta=tta, batch_size=batch_size, workers=workers)
+
+    def predict_to_file(self, inputs: Sequence[str | Path], out: str | Path, *, tta: int = 0, batch_size: int = 32,
+                        workers: int = 2, progress: bool = True) -> PredictionCounts:
+        """Predict on files and folders into a results file, as ``pneumoscope predict`` does: one row per file
+        (``prediction_columns``), streamed as it is computed.
+
+        Args:
+            inputs: Files and folders (walked recursively).
+            out: The results file: ``.csv``, ``.jsonl`` (one JSON object per line) or ``.json`` (one array).
+            tta: As for ``predict``.
+            batch_size: As for ``predict``.
+            workers: As for ``predict``.
+            progress: Show a progress bar on stderr.
+
+        Returns:
+            The ``PredictionCounts``: ``images``, ``errors`` (unreadable files; ``first_error`` is the first
+            reason), ``flagged`` (out-of-distribution) and ``labels`` (count per predicted class).
+
+        Raises:
+            DataError: No image file in ``inputs``.
+            ConfigError: An unsupported results format.
+
+        Example:
+            >>> import tempfile
+            >>> from pathlib import Path
+            >>> import pneumoscope as ps
+            >>> model = ps.load_model("kermany-binary")
+            >>> counts = model.predict_to_file(["chest_xray/val/NORMAL"], Path(tempfile.mkdtemp()) / "p.csv",
+            ...                                progress=False)
+            >>> counts.images > 0, counts.errors, sum(counts.labels.values()) == counts.images
+            (True, 0, True)
+        """
+        from pneumoscope.inference.results_file import predict_to_file
+
+        return predict_to_file(self._predictor, list(inputs), Path(out), batch_size=batch_size, tta=tta,
+                               workers=workers, progress=progress)
 
     def explain(self, image: Any, *, method: str = "gradcam", target_class: str | int | None = None) -> Explanation:
         """A Grad-CAM (or Grad-CAM++) heatmap of one image for the predicted class or a chosen one.
@@ -666,6 +698,8 @@ class Model:
                            probabilities=result["probabilities"], ood=bool(result["ood"]))
 
     def _predict_in_memory(self, items: Sequence[Any], tta: int, batch_size: int) -> list[dict[str, Any]]:
+        from pneumoscope.inference.results_file import prediction_row
+
         rows = []
         for start in range(0, len(items), max(1, batch_size)):
             chunk = items[start:start + batch_size]
@@ -682,21 +716,9 @@ class Model:
                 row = {"path": str(item) if isinstance(item, str | Path) else None, "error": errors.get(i, "")}
                 if i not in errors:
                     row.update(next(results))
-                rows.append(self._row(row, tta))
+                rows.append(prediction_row(row, self.classes, tta))
         return rows
 
-    def _row(self, result: dict[str, Any], tta: int) -> dict[str, Any]:
-        """One flat row of ``prediction_columns`` from a predictor result."""
-        row: dict[str, Any] = dict.fromkeys(self.prediction_columns(tta))
-        row.update(path=result.get("path"), error=result.get("error") or None)
-        if "label" in result:
-            row.update(label=result["label"], threshold=result["threshold"], ood=result["ood"],
-                       ood_score=result["ood_score"], ood_reason="; ".join(result.get("ood_reasons", [])) or None)
-            for name in self.classes:
-                row[f"p_{name}"] = round(result["probabilities"][name], 6)
-                if tta:
-                    row[f"p_std_{name}"] = round(result["p_std"][name], 6)
-        return row
 
 
 @dataclass(frozen=True)

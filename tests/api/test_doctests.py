@@ -17,7 +17,7 @@ from pneumoscope import api
 ORDER = (
     "read_dataset", "summarize_dataset", "split_dataset", "make_config", "train", "resume", "evaluate", "compare",
     "bundled_models", "load_model", "Model.prediction_columns", "Model.predict", "Model.iter_predictions",
-    "Model.explain", "Explanation.save", "export_onnx",
+    "Model.predict_to_file", "Model.explain", "Explanation.save", "export_onnx",
 )
 
 

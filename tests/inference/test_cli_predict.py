@@ -19,9 +19,10 @@ from typer.testing import CliRunner
 
 from pneumoscope.api import load_model
 from pneumoscope.cli.main import app
-from pneumoscope.cli.predict import ResultWriter, split_model_and_inputs
+from pneumoscope.cli.predict import split_model_and_inputs
 from pneumoscope.inference import bundled
 from pneumoscope.inference.loading import load_predictor
+from pneumoscope.inference.results_file import ResultWriter
 from pneumoscope.inference.sources import iter_image_files, load_input
 
 COLUMNS = ["path", "label", "p_normal", "p_pneumonia", "threshold", "ood", "ood_score", "ood_reason", "error"]

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import typer
-
-if TYPE_CHECKING:
-    from pneumoscope.api import Model
 
 PREDICT_HELP = """Classify chest X-rays: image files, DICOM files (also without extension) and folders (recursive).
 
@@ -46,89 +42,6 @@ def split_model_and_inputs(args: list[str]) -> tuple[str, list[str]]:
     return bundled.default_model_name(), args
 
 
-class ResultWriter:
-    """Writes prediction rows (``Model.prediction_columns``) to CSV, JSON Lines or a JSON array as they come."""
-
-    def __init__(self, out: Path, columns: list[str]):
-        from pneumoscope.errors import ConfigError
-
-        self.format = {".csv": "csv", ".jsonl": "jsonl", ".json": "json"}.get(out.suffix.lower())
-        if self.format is None:
-            raise ConfigError("unsupported results format.", path=out, fix="use a .csv, .jsonl or .json file name.")
-        self.columns = columns
-        out.parent.mkdir(parents=True, exist_ok=True)
-        self.handle = open(out, "w", newline="", encoding="utf-8")  # noqa: SIM115 - closed by close()
-        self.count = 0
-        if self.format == "csv":
-            import csv
-
-            self.csv = csv.DictWriter(self.handle, fieldnames=self.columns)
-            self.csv.writeheader()
-        elif self.format == "json":
-            self.handle.write("[")
-
-    def write(self, row: dict[str, Any]) -> None:
-        import json
-
-        flat = {column: row.get(column) for column in self.columns}
-        if self.format == "csv":
-            self.csv.writerow({k: "" if v is None else v for k, v in flat.items()})
-        else:
-            text = json.dumps(flat)
-            if self.format == "json":
-                text = ("\n" if self.count == 0 else ",\n") + text
-            else:
-                text += "\n"
-            self.handle.write(text)
-        self.count += 1
-
-    def flush(self) -> None:
-        self.handle.flush()
-
-    def close(self) -> None:
-        if self.format == "json":
-            self.handle.write("\n]\n")
-        self.handle.close()
-
-
-def run_predict(
-    model: Model, inputs: list[str], out: Path, batch_size: int, tta: int, workers: int, progress: bool = True,
-) -> dict[str, Any]:
-    """Predict on every file of ``inputs``, streaming rows into ``out``; returns counts."""
-    from collections import Counter
-
-    from pneumoscope.errors import DataError
-    from pneumoscope.inference.sources import count_image_files
-    from pneumoscope.progress import progress_bar
-
-    total = count_image_files(inputs)
-    if total == 0:
-        raise DataError(f"no image files found in {', '.join(inputs)}.",
-                        fix="pass image files (JPEG, PNG, DICOM...) or folders that contain them.")
-    writer = ResultWriter(out, model.prediction_columns(tta))
-    labels: Counter[str] = Counter()
-    errors = flagged = 0
-    first_error = ""
-    try:
-        with progress_bar() as bar:
-            task = bar.add_task("predict", total=total, visible=progress)
-            for row in model.iter_predictions(inputs, batch_size=batch_size, tta=tta, workers=workers):
-                writer.write(row)
-                if row["error"]:
-                    errors += 1
-                    first_error = first_error or row["error"]
-                else:
-                    labels[row["label"]] += 1
-                    flagged += bool(row["ood"])
-                bar.advance(task)
-                if writer.count % batch_size == 0:
-                    writer.flush()
-    finally:
-        writer.close()
-    return {"images": writer.count, "errors": errors, "ood": flagged, "labels": dict(labels),
-            "first_error": first_error}
-
-
 def predict(
     args: list[str] = typer.Argument(..., metavar="[MODEL] INPUT...", help="Optional model, then files/folders."),
     out: Path = typer.Option(Path("predictions.csv"), "--out", "-o", help="Results file: .csv, .jsonl or .json."),
@@ -152,19 +65,18 @@ def predict(
         raise DataError("no input given after the model.", fix="pass image files, DICOM files or folders.")
     model = load_model(model_ref, device=device, task=task, backend=backend)
     console.print(f"model {model.name} ({model.backend}), classes {', '.join(model.classes)}")
-    counts = run_predict(model, inputs, out, batch_size, tta, workers)
-    predicted = counts["images"] - counts["errors"]
-    if predicted == 0:
-        if counts["images"] == 1:  # the reason and its fix, as the decoder gave them
-            raise DataError(counts["first_error"])
-        raise DataError(f"none of the {counts['images']} files could be read (each reason is in the error column of "
-                        f"{out}); the first: {counts['first_error']}")
-    summary = ", ".join(f"{k} {v}" for k, v in sorted(counts["labels"].items()))
-    console.print(f"{counts['images']} files: {summary}; {counts['ood']} flagged as not a chest X-ray; "
-                  f"{counts['errors']} unreadable → {out}")
-    if counts["errors"]:
-        console.print(f"{counts['errors']} file(s) could not be read: see the error column of {out}; the first: "
-                      f"{counts['first_error']}", style="yellow", highlight=False, markup=False, soft_wrap=True)
+    counts = model.predict_to_file(inputs, out, batch_size=batch_size, tta=tta, workers=workers)
+    if counts.images == counts.errors:
+        if counts.images == 1:  # the reason and its fix, as the decoder gave them
+            raise DataError(counts.first_error)
+        raise DataError(f"none of the {counts.images} files could be read (each reason is in the error column of "
+                        f"{out}); the first: {counts.first_error}")
+    summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.labels.items()))
+    console.print(f"{counts.images} files: {summary}; {counts.flagged} flagged as not a chest X-ray; "
+                  f"{counts.errors} unreadable → {out}")
+    if counts.errors:
+        console.print(f"{counts.errors} file(s) could not be read: see the error column of {out}; the first: "
+                      f"{counts.first_error}", style="yellow", highlight=False, markup=False, soft_wrap=True)
 
 
 def explain(
