@@ -58,11 +58,11 @@ def latency(predictor, paths: list[Path]) -> tuple[float, float]:
     from pneumoscope.inference.sources import load_input
 
     for path in paths[:3]:
-        predictor.predict_inputs([load_input(path)])
+        predictor.predict_arrays([load_input(path)])
     times = []
     for path in paths:
         started = time.perf_counter()
-        predictor.predict_inputs([load_input(path)])
+        predictor.predict_arrays([load_input(path)])
         times.append(1000 * (time.perf_counter() - started))
     return statistics.median(times), float(np.percentile(times, 95))
 

@@ -245,7 +245,7 @@ def main() -> None:
     def verdict(path: Path) -> ood.OODResult:
         loaded = load_input(path)
         if predictor is not None:
-            result = predictor.predict_inputs([loaded])[0]
+            result = predictor.predict_arrays([loaded])[0]
             return ood.OODResult(result["ood"], result["ood_score"], tuple(result["ood_reasons"]))
         return ood.combine(ood.image_score(ood.image_stats(loaded.gray, loaded.colourfulness)), None)
 

@@ -711,7 +711,7 @@ class Model:
                     if not isinstance(item, str | Path):
                         raise
                     errors[i] = str(error)
-            results = iter(self._predictor.predict_inputs(loaded, tta=tta))
+            results = iter(self._predictor.predict_arrays(loaded, tta=tta))
             for i, item in enumerate(chunk):
                 row = {"path": str(item) if isinstance(item, str | Path) else None, "error": errors.get(i, "")}
                 if i not in errors:

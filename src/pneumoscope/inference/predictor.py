@@ -2,7 +2,7 @@
 threshold, TTA and the OOD guard. ``inference.loading.load_predictor`` makes one from a run folder, a
 ``model.safetensors``, an ``.onnx`` file or a bundled name; ``Predictor.from_model`` from a model in memory.
 
-Thread safety: after ``load_predictor`` returns, ``predict_arrays``, ``predict_inputs``, ``predict_files`` and
+Thread safety: after ``load_predictor`` returns, ``predict_arrays``, ``predict_files`` and
 ``features_arrays`` may be called from several threads at once (PyTorch forward passes run under
 ``torch.inference_mode`` and share no state; the feature hook only records its own thread's pass; onnxruntime
 sessions are thread-safe for ``run``). ``explain_array`` runs Grad-CAM on a private copy of the model, so its hooks
@@ -178,12 +178,8 @@ class Predictor:
         Result keys: ``label``, ``probabilities`` {class: p}, ``threshold``, ``ood``, ``ood_score``, ``ood_reasons``,
         and ``p_std`` {class: spread} when ``tta`` > 0.
         """
-        return self.predict_inputs(images, tta=tta)
-
-    def predict_inputs(self, inputs: Sequence[np.ndarray | LoadedImage], tta: int = 0) -> list[dict[str, Any]]:
-        """Same as ``predict_arrays``."""
         check_views(tta)
-        return self._predict_ready([self.ready(as_loaded_image(item)) for item in inputs], tta)
+        return self._predict_ready([self.ready(as_loaded_image(item)) for item in images], tta)
 
     def ready(self, item: LoadedImage) -> ReadyInput:
         """The model input and OOD statistics of one decoded image (the per-image CPU work before the model)."""
