@@ -1,5 +1,5 @@
-"""Inference: ``Predictor`` (run folder, ``.onnx`` file or bundled model), TTA, the out-of-distribution guard,
-Grad-CAM explanations and ONNX export.
+"""Inference: ``Predictor`` (run folder, ``.onnx`` file or bundled model), TTA, the scope verdict with the
+applicability check (running and fitting it), Grad-CAM explanations and ONNX export.
 
 Names are imported lazily so that ``import pneumoscope.inference`` stays cheap (the CLI imports it at start-up).
 """

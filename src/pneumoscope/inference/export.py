@@ -1,35 +1,28 @@
 """ONNX export: the whole ``Classifier`` (grey input adapter included) with a dynamic batch axis, the model's metadata
 in the file's ``metadata_props``, a check with ``onnx.checker`` and a parity check against PyTorch.
 
-Outputs: ``logits`` (B, C) and, where the model has a final Linear layer, ``features`` (B, D) — its input, for the
-OOD feature check. Temperature, threshold and softmax are applied by ``Predictor`` from the metadata, exactly as for
-the PyTorch model, so both paths share one post-processing code.
+Outputs: ``logits`` (B, C) and, where the model has a final Linear layer, ``features`` (B, D) — its input (the
+penultimate features, for the shortcut audit and users' own analyses). Temperature, threshold and softmax are applied
+by ``Predictor`` from the metadata (which also carries the model's training population, for the scope verdict),
+exactly as for the PyTorch model, so both paths share one post-processing code.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import logging
-import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pneumoscope.errors import ConfigError, ModelError, PneumoscopeError
-from pneumoscope.files import atomic_path
-from pneumoscope.inference import ood
+from pneumoscope.errors import ConfigError, ModelError
+from pneumoscope.inference.onnx_io import DEFAULT_OPSET, cache_path, cached_export, write_onnx
 from pneumoscope.inference.predictor import ONNX_META_KEY, Predictor, _last_linear, forward_with_features
 
 FORMATS = ("onnx",)
-DEFAULT_OPSET = 17
 PARITY_TOLERANCE = 1e-4
-ONNX_CACHE_DIR = "onnx"
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -58,30 +51,6 @@ def _with_features(model: Any, head: Any) -> Any:
     return WithFeatures()
 
 
-def calibrate_feature_guard(ref: str | Path, images: list[str | Path], batch_size: int = 32,
-                            n_components: int = 32) -> Path:
-    """Fit the OOD feature reference of model folder ``ref`` on ``images`` (its training X-rays; files or folders)
-    and write ``ood_reference.safetensors`` beside the weights. Returns that file's path."""
-    from pneumoscope.inference.sources import iter_image_files, load_input
-
-    predictor = Predictor.load(ref, backend="pytorch")
-    if not predictor.source.is_dir():
-        raise ConfigError("the OOD feature reference is stored beside the weights; pass a model folder.",
-                          path=predictor.source, fix="pass the run folder (or bundled name), not a file.")
-    features, batch = [], []
-    for path in iter_image_files(images):
-        batch.append(load_input(path).gray)
-        if len(batch) == batch_size:
-            features.append(predictor.features_arrays(batch, batch_size))
-            batch = []
-    if batch:
-        features.append(predictor.features_arrays(batch, batch_size))
-    if not features:
-        raise ConfigError("no images to fit the OOD feature reference on.", fix="pass the training image folder.")
-    reference = ood.fit_feature_reference(np.concatenate(features), n_components=n_components)
-    return reference.save(predictor.source)
-
-
 def onnx_metadata(predictor: Predictor) -> dict[str, str]:
     """The ``metadata_props`` written into the ONNX file (the Predictor reads the ``pneumoscope`` JSON)."""
     meta = dict(predictor.info.meta)
@@ -105,8 +74,6 @@ def onnx_metadata(predictor: Predictor) -> dict[str, str]:
         "preprocessing": json.dumps(meta["preprocessing"]),
         "input": "image: float32 (batch, 1, image_size, image_size), grey values in [0, 1] after preprocess()",
     }
-    if predictor.feature_reference is not None:
-        props[ood.FEATURE_REFERENCE_FILE] = predictor.feature_reference.to_text()
     return props
 
 
@@ -117,10 +84,9 @@ def export_onnx(ref: str | Path, out: Path, opset: int = DEFAULT_OPSET, parity_i
     Raises ModelError if the export fails, does not pass ``onnx.checker``, or differs from PyTorch by more than
     ``PARITY_TOLERANCE`` in any probability on ``parity_images`` (default: a few synthetic images).
     """
-    import onnx
     import torch
 
-    predictor = Predictor.load(ref, backend="pytorch")
+    predictor = Predictor.load(ref, backend="pytorch", applicability=None)
     if predictor.backend != "pytorch":
         raise ConfigError("export needs PyTorch weights; this is already an ONNX file.", path=predictor.source,
                           fix="pass the run folder, model.safetensors or bundled model name.")
@@ -132,30 +98,14 @@ def export_onnx(ref: str | Path, out: Path, opset: int = DEFAULT_OPSET, parity_i
     module = (_with_features(model, head) if has_features else model).eval()
     outputs = ("logits", "features") if has_features else ("logits",)
     size = predictor.image_size
-    dummy = torch.rand(2, 1, size, size)
     out = Path(out)
     try:
-        with atomic_path(out, suffix=".onnx") as tmp:
-            with warnings.catch_warnings(), torch.no_grad():
-                warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
-                torch.onnx.export(
-                    module, (dummy,), str(tmp), dynamo=False, input_names=["image"], output_names=list(outputs),
-                    dynamic_axes={name: {0: "batch"} for name in ("image", *outputs)}, opset_version=opset,
-                    do_constant_folding=True,
-                )
-            proto = onnx.load(str(tmp))
-            del proto.metadata_props[:]
-            for key, value in onnx_metadata(predictor).items():
-                proto.metadata_props.add(key=key, value=value)
-            proto.doc_string = f"Pneumoscope {predictor.task or ''} classifier {predictor.model_id}"
-            onnx.checker.check_model(proto, full_check=True)
-            onnx.save(proto, str(tmp))
-    except ModelError:
-        raise
+        write_onnx(module, torch.rand(2, 1, size, size), out, "image", outputs, onnx_metadata(predictor),
+                   f"Pneumoscope {predictor.task or ''} classifier {predictor.model_id}", opset)
     except Exception as error:  # noqa: BLE001 - exporter failures are many types; report them as one line
         raise ModelError(f"ONNX export failed ({type(error).__name__}: {error}).", path=predictor.source,
                          fix=f"check that the architecture supports ONNX export (opset {opset}).") from None
-    difference = parity(predictor, Predictor.load(out), parity_images or _parity_images(size))
+    difference = parity(predictor, Predictor.load(out, applicability=None), parity_images or _parity_images(size))
     if difference > PARITY_TOLERANCE:
         out.unlink(missing_ok=True)
         raise ModelError(f"the ONNX model differs from PyTorch by {difference:.2e} in probability.",
@@ -181,30 +131,16 @@ def _parity_images(size: int) -> list[np.ndarray]:
 
 def cached_onnx_path(predictor: Predictor) -> Path | None:
     """Where the cache keeps the ONNX export of a model folder's weights (keyed by their hash); None without one."""
-    from pneumoscope.paths import cache_root
-
     if predictor.weights_sha256 is None:
         return None
-    stem = (predictor._name or predictor.source.name or "model").replace(os.sep, "_")
-    return cache_root() / ONNX_CACHE_DIR / f"{stem}-{predictor.weights_sha256[:16]}.onnx"
+    stem = predictor._name or predictor.source.name or "model"
+    return cache_path(f"{stem}-{predictor.weights_sha256[:16]}")
 
 
 def cached_onnx(predictor: Predictor, required: bool = False) -> Path | None:
-    """The cached ONNX export of ``predictor``'s PyTorch weights, exported (with the parity check) on first use.
-
-    Where the export or the cache fails: ModelError if ``required``, else a logged warning and None (the caller
-    stays on PyTorch). Concurrent first uses each export to a private temporary file; the last rename wins.
-    """
+    """The cached ONNX export of ``predictor``'s PyTorch weights, exported (with the parity check) on first use;
+    None (the caller stays on PyTorch) where that fails, unless ``required`` (``onnx_io.cached_export``)."""
     path = cached_onnx_path(predictor)
-    if path is None or path.is_file():
-        return path
-    try:
-        with atomic_path(path, suffix=".onnx") as tmp:
-            export_onnx(predictor.source, tmp)
-    except (PneumoscopeError, OSError) as error:
-        if required:
-            raise ModelError(f"cannot export this model to ONNX in the cache ({error}).", path=path.parent,
-                             fix="set PNEUMOSCOPE_CACHE to a writable folder, or use --backend pytorch.") from None
-        log.warning("ONNX export into the cache failed (%s); predicting with PyTorch.", error)
+    if path is None:
         return None
-    return path
+    return cached_export(path, lambda tmp: export_onnx(predictor.source, tmp), required)

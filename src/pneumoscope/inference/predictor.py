@@ -1,5 +1,7 @@
 """``Predictor``: one trained model (run folder, ``model.safetensors``, ``.onnx`` file or bundled name) ready to
-classify images, with temperature scaling, the stored operating threshold, TTA and the OOD guard.
+classify images, with temperature scaling, the stored operating threshold, TTA and the scope verdict (does the model
+apply to the image: ``models.scope``, with the applicability check of ``inference.applicability_runtime`` and the
+model's training population from its metadata).
 
 Thread safety: after ``Predictor.load`` returns, ``predict_arrays``, ``predict_inputs``, ``predict_files`` and
 ``features_arrays`` may be called from several threads at once (PyTorch forward passes run under
@@ -23,14 +25,21 @@ from typing import Any
 import numpy as np
 
 from pneumoscope.data.imaging import check_geometry
+from pneumoscope.data import image_stats
+from pneumoscope.data.dicom_header import DicomHeader
+from pneumoscope.data.populations import UNKNOWN_POPULATION, Population, recorded_population
 from pneumoscope.errors import ModelError, PneumoscopeError
-from pneumoscope.inference import bundled, ood
+from pneumoscope.inference import bundled
+from pneumoscope.inference.applicability_runtime import ApplicabilityRunner, load_runner
 from pneumoscope.inference.sources import LoadedImage, load_input
 from pneumoscope.inference.tta import check_views, reduce_views, tta_batch
+from pneumoscope.models import scope
+from pneumoscope.models.applicability import applicability_input, check_path_for
 
 ONNX_META_KEY = "pneumoscope"
 EXPORTED_ONNX_FILE = "model.onnx"
 REQUIRED_META = ("classes", "image_size")
+RUN_MANIFEST = "manifest.csv"
 
 
 @dataclass(frozen=True)
@@ -89,10 +98,13 @@ class ModelInfo:
 
 @dataclass(frozen=True)
 class ReadyInput:
-    """One image ready for the model: its preprocessed input (S, S) float32 and its OOD image statistics."""
+    """One image ready for the model: its preprocessed input (S, S) float32, its image statistics, the applicability
+    check's thumbnail and, for DICOM files, its header."""
 
     prepared: np.ndarray
-    stats: ood.ImageStats
+    stats: image_stats.ImageStats
+    header: DicomHeader | None = None
+    thumbnail: np.ndarray | None = None
 
 
 class _TorchBackend:
@@ -170,7 +182,7 @@ class _OnnxBackend:
 
 
 class Predictor:
-    """A loaded model that turns images into labels, probabilities, OOD flags and heatmaps."""
+    """A loaded model that turns images into labels, probabilities, scope verdicts and heatmaps."""
 
     def __init__(
         self,
@@ -179,7 +191,8 @@ class Predictor:
         *,
         model_id: str,
         source: Path,
-        feature_reference: ood.FeatureReference | None = None,
+        applicability: ApplicabilityRunner | None = None,
+        population: Population = UNKNOWN_POPULATION,
         card_text: str | None = None,
         name: str | None = None,
         torch_backend: _TorchBackend | None = None,
@@ -197,7 +210,8 @@ class Predictor:
         self.temperature: float = info.temperature
         self.model_id = model_id
         self.source = source
-        self.feature_reference = feature_reference
+        self.applicability = applicability
+        self.population = population
         self._card_text = card_text
         self._name = name
         self._explain_lock = threading.Lock()
@@ -205,13 +219,16 @@ class Predictor:
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def load(cls, ref: str | Path, device: str = "cpu", task: str | None = None, backend: str = "auto") -> Predictor:
+    def load(cls, ref: str | Path, device: str = "cpu", task: str | None = None, backend: str = "auto",
+             applicability: str | Path | ApplicabilityRunner | None = "auto") -> Predictor:
         """Load a run folder, a ``model.safetensors``, an ``.onnx`` file or a bundled model name.
 
         ``task``, when given, must match the model's task (ModelError otherwise). ``backend`` for model folders:
         ``auto`` predicts through onnxruntime when the folder also holds a ``model.onnx`` exported from these very
         weights and the device is the CPU (faster there), else PyTorch; ``pytorch`` / ``onnx`` force one. The PyTorch
-        model stays loaded for ``explain_array``.
+        model stays loaded for ``explain_array``. ``applicability``: ``auto`` uses ``check_path_for`` the model
+        (``$PNEUMOSCOPE_APPLICABILITY``, the model folder's own check, else the shipped one); a path or a runner
+        uses that check; None none (the verdict then has the header and image checks only).
         """
         if backend not in ("auto", "pytorch", "onnx"):
             raise ModelError(f"unknown backend {backend!r}.", fix="use auto, pytorch or onnx.")
@@ -236,6 +253,7 @@ class Predictor:
             predictor = cls._load_folder(model.path, device, name=model.name)
         if predictor._torch is not None and backend != "pytorch":
             predictor._use_sibling_onnx(device, required=backend == "onnx")
+        predictor.applicability = _applicability_runner(applicability, predictor.source)
         if task is not None and predictor.task is not None and predictor.task != task:
             raise ModelError(
                 f"this model was trained for task {predictor.task!r}, not {task!r}.", path=predictor.source,
@@ -249,7 +267,8 @@ class Predictor:
         training, for report heatmaps)."""
         info = ModelInfo.from_meta(meta, name or "in-memory model")
         return cls(_TorchBackend(model, device), info, model_id=f"{name or _stem(info)}-in-memory",
-                   source=Path(name or "in-memory model"), name=name)
+                   source=Path(name or "in-memory model"), name=name, population=Population.from_dict(
+                       meta.get("population")))
 
     @classmethod
     def _load_folder(cls, folder: Path, device: str, weights: Path | None = None, name: str | None = None) -> Predictor:
@@ -278,7 +297,7 @@ class Predictor:
             model_id=f"{name or _stem(info)}-{digest[:12]}",
             weights_sha256=digest,
             source=folder,
-            feature_reference=ood.FeatureReference.load(folder),
+            population=recorded_population(meta, folder / RUN_MANIFEST),
             card_text=card.read_text(encoding="utf-8") if card.is_file() else None,
             name=name,
         )
@@ -306,7 +325,6 @@ class Predictor:
         except json.JSONDecodeError:
             raise ModelError("the ONNX file's pneumoscope metadata is not valid JSON.", path=path,
                              fix="re-export it with `pneumoscope export`.") from None
-        reference = custom.get(ood.FEATURE_REFERENCE_FILE)
         info = ModelInfo.from_meta(meta, path)
         return cls(
             _OnnxBackend(session),
@@ -314,7 +332,7 @@ class Predictor:
             model_id=f"{_stem(info)}-onnx-{file_sha256(path)[:12]}",
             weights_sha256=meta.get("weights_sha256"),
             source=path,
-            feature_reference=ood.FeatureReference.from_text(reference, str(path)) if reference else None,
+            population=Population.from_dict(meta.get("population")),
             card_text=meta.get("model_card"),
         )
 
@@ -343,8 +361,6 @@ class Predictor:
                                  fix="re-export it with `pneumoscope export`.")
             return
         self._backend = exported._backend
-        if exported.feature_reference is not None and self.feature_reference is None:
-            self.feature_reference = exported.feature_reference
 
     def _check_outputs(self) -> None:
         """One tiny forward pass: the model must give one logit per class."""
@@ -385,8 +401,25 @@ class Predictor:
             "temperature": self.temperature,
             "val_metrics": meta.get("val_metrics"),
             "pneumoscope_version": meta.get("pneumoscope_version"),
-            "ood_guard": {"image_statistics": True, "feature_check": self.feature_reference is not None},
+            "scope": self.scope_description,
             "model_card": self._card_text,
+        }
+
+    @property
+    def scope_description(self) -> dict[str, Any]:
+        """Which scope checks this model runs, its training population and the flag rates measured for it."""
+        runner = self.applicability
+        population = self.population
+        return {
+            "dicom_header": True,
+            "image_statistics": True,
+            "chest_xray_check": runner is not None,
+            "population_check": runner is not None and population.checked,
+            "population": population.as_dict(),
+            "note": None if runner is not None and population.checked else (
+                "no applicability check is installed: only the DICOM header and image statistics are checked"
+                if runner is None else f"population not checked: the model's population is {population.name}"),
+            "measured": (self.info.meta.get("scope") or {}).get("flag_rates"),
         }
 
     # ------------------------------------------------------------------ inputs
@@ -421,9 +454,10 @@ class Predictor:
         """Predict on in-memory images, batched; one result dict per image, in order.
 
         Images are grey (H, W) or RGB(A) (H, W, 3|4) arrays (uint8, uint16, or float in [0, 1]), or ``LoadedImage``s
-        from ``sources.load_input`` / ``load_input_bytes`` (which keep the original's colourfulness for the OOD guard).
-        Result keys: ``label``, ``probabilities`` {class: p}, ``threshold``, ``ood``, ``ood_score``, ``ood_reasons``,
-        and ``p_std`` {class: spread} when ``tta`` > 0.
+        from ``sources.load_input`` / ``load_input_bytes`` (which keep the original's colourfulness and DICOM header
+        for the scope checks). Result keys: ``label``, ``probabilities`` {class: p}, ``threshold``, ``in_scope``,
+        ``scope_reason`` (empty when in scope), ``scope_detail``, ``scope_checks`` {check: {value, ok, reason,
+        detail}} (``scope.ScopeVerdict``), and ``p_std`` {class: spread} when ``tta`` > 0.
         """
         return self.predict_inputs(images, tta=tta)
 
@@ -433,46 +467,53 @@ class Predictor:
         return self._predict_ready([self.ready(as_loaded_image(item)) for item in inputs], tta)
 
     def ready(self, item: LoadedImage) -> ReadyInput:
-        """The model input and OOD statistics of one decoded image (the per-image CPU work before the model)."""
-        return ReadyInput(self.prepare(item.gray), ood.image_stats(item.gray, item.colourfulness))
+        """The model input, image statistics, applicability thumbnail and header of one decoded image (the
+        per-image CPU work before the model)."""
+        small = image_stats.downsample(item.gray)
+        runner = self.applicability
+        return ReadyInput(self.prepare(item.gray), image_stats.thumbnail_stats(small, item.colourfulness),
+                          item.header, None if runner is None else applicability_input(small, runner.input_size))
 
     def _predict_ready(self, ready: Sequence[ReadyInput], tta: int) -> list[dict[str, Any]]:
         n_views = check_views(tta)
         if not ready:
             return []
         prepared = np.stack([item.prepared for item in ready])
-        want_features = self.feature_reference is not None
         spread = None
         if n_views:
-            logits, features = self._logits_and_features(tta_batch(prepared, n_views), want_features)
-            features = None if features is None else features[::n_views]
+            logits, _ = self._logits_and_features(tta_batch(prepared, n_views), False)
             probabilities, spread = reduce_views(self.probabilities_from_logits(logits), n_views)
         else:
-            logits, features = self._logits_and_features(prepared, want_features)
+            logits, _ = self._logits_and_features(prepared, False)
             probabilities = self.probabilities_from_logits(logits)
-        feature_scores = self.feature_reference.score(features) if want_features and features is not None else None
-        results = []
-        for i, item in enumerate(ready):
-            verdict = ood.combine(ood.image_score(item.stats),
-                                  None if feature_scores is None else float(feature_scores[i]))
-            results.append(self._result(probabilities[i], None if spread is None else spread[i], verdict))
-        return results
+        verdicts = self.scope_verdicts(ready)
+        return [self._result(probabilities[i], None if spread is None else spread[i], verdicts[i])
+                for i in range(len(ready))]
 
-    def _result(self, probabilities: np.ndarray, spread: np.ndarray | None, verdict: ood.OODResult) -> dict:
+    def scope_verdicts(self, ready: Sequence[ReadyInput]) -> list[scope.ScopeVerdict]:
+        """The scope verdict of each input from its header, image statistics and the applicability check."""
+        runner = self.applicability
+        judged = [item for item in ready if item.thumbnail is not None]
+        results = iter(runner.judge(np.stack([item.thumbnail for item in judged])) if runner and judged else [])
+        check = None if runner is None else runner.check
+        return [scope.verdict(item.header, image_stats.image_score(item.stats),
+                              next(results) if item.thumbnail is not None and runner else None, check,
+                              self.population)
+                for item in ready]
+
+    def _result(self, probabilities: np.ndarray, spread: np.ndarray | None, verdict: scope.ScopeVerdict) -> dict:
         result: dict[str, Any] = {
             "label": self.label_of(probabilities),
             "probabilities": {c: float(p) for c, p in zip(self.classes, probabilities, strict=True)},
             "threshold": self.threshold,
-            "ood": verdict.ood,
-            "ood_score": round(verdict.score, 4),
-            "ood_reasons": list(verdict.reasons),
+            **verdict.as_fields(),
         }
         if spread is not None:
             result["p_std"] = {c: float(s) for c, s in zip(self.classes, spread, strict=True)}
         return result
 
     def features_arrays(self, images: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
-        """Penultimate features (N, D) of grey images, for fitting the OOD feature reference."""
+        """Penultimate features (N, D) of grey images (for analyses of what the model computes)."""
         chunks = []
         for start in range(0, len(images), batch_size):
             prepared = np.stack([self.prepare(as_loaded_image(im).gray) for im in images[start : start + batch_size]])
@@ -534,7 +575,7 @@ class Predictor:
         loaded = as_loaded_image(image)
         prepared = self.prepare(loaded.gray)
         with self._explain_lock:
-            return explain_image(self, self._torch.model, loaded.gray, prepared, method, target_class)
+            return explain_image(self, self._torch.model, loaded.gray, prepared, method, target_class, loaded)
 
 
 def as_loaded_image(image: np.ndarray | LoadedImage) -> LoadedImage:
@@ -562,7 +603,7 @@ def as_loaded_image(image: np.ndarray | LoadedImage) -> LoadedImage:
     if scaled.ndim == 2:
         return LoadedImage(scaled, 0.0)
     rgb = scaled[..., :3]
-    return LoadedImage(rgb_to_gray(rgb), ood.colourfulness(rgb))
+    return LoadedImage(rgb_to_gray(rgb), image_stats.colourfulness(rgb))
 
 
 def rgb_to_gray(rgb: np.ndarray) -> np.ndarray:
@@ -583,6 +624,16 @@ def _submit(pool: ThreadPoolExecutor, chunk: list[Any] | None, ready: Any) -> li
     if chunk is None:
         return None
     return [(Path(p), pool.submit(lambda path: ready(load_input(path)), p)) for p in chunk]
+
+
+def _applicability_runner(choice: str | Path | ApplicabilityRunner | None, source: Path) -> ApplicabilityRunner | None:
+    """The runner ``Predictor.load``'s ``applicability`` argument asks for (see there)."""
+    if choice is None or isinstance(choice, ApplicabilityRunner):
+        return choice
+    if str(choice) == "auto":
+        path = check_path_for(source if source.is_dir() else None)
+        return None if path is None else load_runner(path)
+    return load_runner(Path(choice))
 
 
 def _stem(info: ModelInfo) -> str:

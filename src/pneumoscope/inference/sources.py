@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pneumoscope.data.dicom_header import DicomHeader
 from pneumoscope.data.imaging import IMAGE_SUFFIXES  # the formats the data layer decodes
 from pneumoscope.errors import DataError
 
@@ -85,15 +86,17 @@ def count_image_files(inputs: Iterable[str | Path]) -> int:
 
 @dataclass(frozen=True)
 class LoadedImage:
-    """A decoded input: the grey image the model sees and the colourfulness of its original (0 for grey files)."""
+    """A decoded input: the grey image the model sees, the colourfulness of its original (0 for grey files) and,
+    for DICOM files, what the header says about the acquisition (read before the pixels)."""
 
     gray: np.ndarray  # float32 (H, W) in [0, 1], from pneumoscope.data.imaging
     colourfulness: float = 0.0
+    header: DicomHeader | None = None
 
 
 def _pil_colourfulness(data: bytes) -> float:
     """Colourfulness of a colour raster, decoded at reduced size; 0 for grey files or anything PIL cannot read."""
-    from pneumoscope.inference.ood import colourfulness
+    from pneumoscope.data.image_stats import colourfulness
 
     try:
         with Image.open(io.BytesIO(data)) as image:
@@ -108,7 +111,7 @@ def _pil_colourfulness(data: bytes) -> float:
 
 def _dicom_colourfulness(data: bytes) -> float:
     """Colourfulness of a colour DICOM (e.g. a secondary capture of a photo); 0 for monochrome ones."""
-    from pneumoscope.inference.ood import colourfulness
+    from pneumoscope.data.image_stats import colourfulness
 
     try:
         import pydicom
@@ -142,13 +145,16 @@ def load_input(path: str | Path) -> LoadedImage:
 
 def load_input_bytes(data: bytes, name: str = "upload") -> LoadedImage:
     """Decode an uploaded file (ImageLoadError naming ``name`` if it cannot be used, ``check_geometry`` included)
-    and measure its colour."""
+    and measure its colour; a DICOM file's header is read and checked first (``data.dicom_header``)."""
+    from pneumoscope.data.dicom_header import read_header
     from pneumoscope.data.imaging import check_geometry, is_dicom_bytes, load_image_bytes
 
+    dicom = is_dicom_bytes(data) or _is_dicom_name(name)
+    header = read_header(data) if dicom else None
     gray = load_image_bytes(data, name)
     check_geometry(gray.shape[1], gray.shape[0], name)
-    colour = _dicom_colourfulness(data) if is_dicom_bytes(data) or _is_dicom_name(name) else _pil_colourfulness(data)
-    return LoadedImage(gray, colour)
+    colour = _dicom_colourfulness(data) if dicom else _pil_colourfulness(data)
+    return LoadedImage(gray, colour, header)
 
 
 def _is_dicom_name(name: str) -> bool:

@@ -42,6 +42,7 @@ from pneumoscope.serve.schemas import (
     HealthResponse,
     ModelInfo,
     Prediction,
+    ScopeCheck,
 )
 from pneumoscope.serve.uploads import (
     BODY_TIMEOUT_S,
@@ -166,7 +167,8 @@ def create_app(
     @app.post("/predict", response_model=Prediction, responses=_UPLOAD_ERRORS, tags=["predict"],
               summary="Classify one chest X-ray")
     async def predict(file: UploadField, tta: TtaQuery = 0) -> Prediction:
-        """Class, probability per class, operating threshold and out-of-distribution flag for one image."""
+        """Class, probability per class, operating threshold and the scope verdict (`in_scope`, `scope_reason`)
+        for one image."""
         started = time.perf_counter()
         image, name = await decode(file)
         return await predict_one(image, name, tta, started)
@@ -216,7 +218,9 @@ def create_app(
         result = await runner.explain(image, method, target_class or prediction.label)
         target = str(result.get("target_class") or target_class or prediction.label)
         pngs = await cpu_work(render.explain_pngs, image.gray, result, max_side, format == "json")
-        headers = {"X-Predicted-Class": prediction.label, "X-Target-Class": target}
+        headers = {"X-Predicted-Class": prediction.label, "X-Target-Class": target,
+                   "X-In-Scope": "true" if prediction.in_scope else "false",
+                   "X-Scope-Reason": prediction.scope_reason.encode("ascii", "replace").decode()}
         if format == "png":
             return Response(pngs.overlay, media_type="image/png", headers={
                 **headers, "Content-Disposition": 'inline; filename="overlay.png"'})
@@ -268,16 +272,17 @@ async def _batch_item(decode, predict_one, upload: UploadFile, tta: int) -> Batc
 def _prediction(raw: dict, name: str | None, shape: tuple[int, ...], tta: int, model_id: str,
                 started: float) -> Prediction:
     std = raw.get("p_std")
-    score = raw.get("ood_score")
     return Prediction(
         filename=name,
         label=str(raw["label"]),
         probabilities={str(k): float(v) for k, v in raw["probabilities"].items()},
         probabilities_std={str(k): float(v) for k, v in std.items()} if isinstance(std, dict) else None,
         threshold=None if raw.get("threshold") is None else float(raw["threshold"]),
-        ood=bool(raw.get("ood", False)),
-        ood_score=None if score is None or not np.isfinite(score) else float(score),
-        ood_reasons=[str(r) for r in raw.get("ood_reasons") or []],
+        in_scope=bool(raw.get("in_scope", True)),
+        scope_reason=str(raw.get("scope_reason") or ""),
+        scope_detail=str(raw.get("scope_detail") or ""),
+        scope_checks={str(name): ScopeCheck(**_json_safe(check)) for name, check in
+                      (raw.get("scope_checks") or {}).items()},
         model_id=model_id,
         width=int(shape[1]),
         height=int(shape[0]),
