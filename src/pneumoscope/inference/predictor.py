@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from pneumoscope.data.imaging import check_geometry
 from pneumoscope.data import image_stats
 from pneumoscope.data.dicom_header import DicomHeader
+from pneumoscope.data.imaging import check_geometry
 from pneumoscope.data.populations import UNKNOWN_POPULATION, Population, recorded_population
 from pneumoscope.errors import ModelError, PneumoscopeError
 from pneumoscope.inference import bundled

@@ -271,7 +271,7 @@ def _finalize(config, run_dir, trainer, module, datamodule, accelerator, counts,
     best = best_row(recorder.rows)  # the epoch whose weights best.ckpt holds
     operating["val_metrics"].update(val_loss=best["val_loss"], epoch=best["epoch"])
     save_classifier(model, model_metadata(config, operating, len(recorder.rows),
-                                                 manifest_population(datamodule.frame))), run_dir)
+                                          manifest_population(datamodule.frame)), run_dir)
     write_curves(run_dir / "metrics.csv", run_dir / "curves.png")
     summary = run_summary(config, run_dir, recorder.rows, operating, counts, accelerator,
                           str(trainer.precision), time.perf_counter() - wall_start, resumed)
