@@ -187,7 +187,9 @@ def negative_inputs(folder: Path, per_kind: int, seed: int = 0) -> dict[str, lis
     """Every non-radiograph kind as decoded inputs (``sources.LoadedImage``), by kind: the generated images and real
     pictures (written to ``folder`` and decoded as predict decodes files), and pydicom's non-radiograph test files
     decoded **without their header**, so that only the image checks judge them (as if their pixels had been saved
-    as PNG)."""
+    as PNG). A picture that decoding itself refuses (``data.imaging.check_geometry``) gets no prediction and is left
+    out."""
+    from pneumoscope.errors import ImageLoadError
     from pneumoscope.inference.sources import LoadedImage, load_input
 
     inputs: dict[str, list] = {kind: [load_input(path) for path in paths]
@@ -197,7 +199,10 @@ def negative_inputs(folder: Path, per_kind: int, seed: int = 0) -> dict[str, lis
         for i, image in enumerate(images):
             path = folder / f"{kind.replace(' ', '_').replace(',', '')}_{i}.png"
             Image.fromarray(image).save(path)
-            inputs[kind].append(load_input(path))
+            try:
+                inputs[kind].append(load_input(path))
+            except ImageLoadError:  # refused before any check (e.g. the geometry rule): never predicted at all
+                continue
     dicoms = []
     for path in pydicom_non_radiographs():
         try:

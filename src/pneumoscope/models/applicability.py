@@ -62,14 +62,13 @@ def applicability_input(thumbnail: np.ndarray, size: int = INPUT_SIZE) -> np.nda
 def embedding_of(feature_map: Any) -> Any:
     """The X-ray embedding of the frozen blocks' output (B, C, h, w): average-pooled on an ``EMBEDDING_GRID`` grid,
     flattened (B, C * grid^2); a PyTorch tensor or a NumPy array (fitting computes it from cached maps)."""
+    _, c, h, w = feature_map.shape
+    g = EMBEDDING_GRID
     if isinstance(feature_map, np.ndarray):
-        b, c, h, w = feature_map.shape
-        g = EMBEDDING_GRID
-        cells = feature_map.astype(np.float32).reshape(b, c, g, h // g, g, w // g).mean(axis=(3, 5))
-        return cells.reshape(b, c * g * g)
-    import torch
-
-    return torch.nn.functional.adaptive_avg_pool2d(feature_map, EMBEDDING_GRID).flatten(1)
+        feature_map = feature_map.astype(np.float32)
+    # a reshape, not adaptive pooling: the same arithmetic in NumPy and PyTorch, and exportable to ONNX
+    cells = feature_map.reshape(-1, int(c), g, int(h) // g, g, int(w) // g).mean((3, 5))
+    return cells.reshape(-1, int(c) * g * g)
 
 
 def build_network(pretrained: bool = False) -> Any:
