@@ -1,6 +1,6 @@
 """Evidence for the applicability check (docs/SCOPE.md): does it read anatomy or the archive, and what does it cost?
 
-    python benchmarks/applicability_study.py cross-source --manifest M [--manifest M...] [--out DIR]
+    python benchmarks/applicability_study.py cross-source --manifest M [--manifest M...] [--only FOLDER] [--out DIR]
     python benchmarks/applicability_study.py trivial-stats --manifest M [--manifest M...] [--out DIR]
     python benchmarks/applicability_study.py occlusion --manifest M [--manifest M...] [--per-group 40] [--out DIR]
     python benchmarks/applicability_study.py cost [--batch 32] [--repeat 30] [--out DIR]
@@ -64,14 +64,15 @@ def adult_folder(image: Image) -> str:
     return Path(image.path).parent.name
 
 
-def cross_source(manifests: list[Path], settings: FitSettings) -> dict[str, Any]:
-    """Fit on the children and one adult folder, measure on the other folder (never seen) and held-out children."""
+def cross_source(manifests: list[Path], settings: FitSettings, only: str | None = None) -> dict[str, Any]:
+    """Fit on the children and one adult folder (each in turn, or ``only`` that one), measure on the other folder
+    (never seen) and held-out children."""
     other = [data_root() / "covid19_radiography"]
     split = split_images(read_manifests(manifests), other, settings)
     children = [i.path for i in split.measure if not i.adult]
     folders = sorted({adult_folder(i) for i in split.fit if i.adult})
     results = {}
-    for fitted in folders:
+    for fitted in [only] if only else folders:
         started = time.perf_counter()
         check = train_check(manifests, other, settings, progress=True, measured=False,
                             select=lambda image, f=fitted: not image.adult or adult_folder(image) == f)
@@ -249,6 +250,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["cross-source", "trivial-stats", "occlusion", "cost"])
     parser.add_argument("--manifest", type=Path, action="append", default=[])
+    parser.add_argument("--only", help="cross-source: fit on this adult folder only (COVID or Normal)")
     parser.add_argument("--per-group", type=int, default=40)
     parser.add_argument("--figure", type=Path, default=Path("docs/scope-occlusion.png"))
     parser.add_argument("--batch", type=int, default=32)
@@ -261,7 +263,7 @@ def main() -> None:
         parser.error("pass --manifest for each model the check serves")
     started = time.perf_counter()
     if args.command == "cross-source":
-        result = cross_source(args.manifest, settings)
+        result = cross_source(args.manifest, settings, args.only)
     elif args.command == "trivial-stats":
         result = trivial_stats(args.manifest, settings)
     elif args.command == "occlusion":
@@ -270,7 +272,8 @@ def main() -> None:
         result = cost(args.batch, args.repeat)
     result["wall_seconds"] = round(time.perf_counter() - started, 1)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.command}.json").write_text(json.dumps(result, indent=2) + "\n")
+    name = args.command + (f"-{args.only}" if args.command == "cross-source" and args.only else "")
+    (args.out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     print(markdown(result))
 
 

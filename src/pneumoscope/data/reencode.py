@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from pneumoscope.data.imaging import decode_image_bytes
+from pneumoscope.data.imaging import decode_image_bytes, unit_float
 
 _INTERPOLATIONS = (cv2.INTER_NEAREST, cv2.INTER_LINEAR, cv2.INTER_CUBIC, cv2.INTER_AREA, cv2.INTER_LANCZOS4)
 
@@ -91,4 +91,5 @@ def reencode(gray: np.ndarray, rng: np.random.Generator, sides: tuple[int, int] 
     back by the data layer."""
     image = random_reprocess(random_resize(random_crop(np.asarray(gray, dtype=np.float32), rng), rng, sides), rng)
     data, fmt = encode(image, rng)
-    return Reencoded(decode_image_bytes(data, f"reencoded.{'jpg' if fmt == 'jpeg' else 'png'}").gray, data, fmt)
+    decoded = decode_image_bytes(data, f"reencoded.{'jpg' if fmt == 'jpeg' else 'png'}").gray
+    return Reencoded(unit_float(decoded), data, fmt)  # the decoders keep 8-bit images as uint8

@@ -44,7 +44,7 @@ from pneumoscope.data.populations import ADULT, PEDIATRIC, SOURCE_POPULATIONS, P
 from pneumoscope.data.reencode import reencode
 from pneumoscope.errors import ConfigError, DataError, ModelError
 from pneumoscope.inference.applicability_runtime import ApplicabilityRunner
-from pneumoscope.inference.sources import LoadedImage, iter_image_files, load_input
+from pneumoscope.inference.sources import LoadedImage, iter_image_files, load_input, load_input_bytes
 from pneumoscope.models import scope
 from pneumoscope.models.applicability import (
     APPLICABILITY_FILE,
@@ -396,8 +396,9 @@ def _loaded(paths: Sequence[str], seed: int, reencoded: bool, progress: bool, wh
     with progress_bar(progress, transient=True) as bar:
         task = bar.add_task(f"{what} ({'re-encoded' if reencoded else 'as is'})", total=len(paths))
         for path in paths:
-            if reencoded:
-                out.append(LoadedImage(reencode(load_image(path), view_rng(path, seed + 1000, 0)).gray))
+            if reencoded:  # the re-encoded file decoded as predict decodes an upload of it
+                encoded = reencode(load_image(path), view_rng(path, seed + 1000, 0))
+                out.append(load_input_bytes(encoded.data, f"{path} (re-encoded)"))
             else:
                 out.append(load_input(path))
             bar.advance(task)
