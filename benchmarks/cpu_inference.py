@@ -5,7 +5,7 @@
 MODEL is a run folder, model.safetensors or bundled name (default: the default bundled model; if none is installed,
 the same architecture with random weights, ``--arch`` at ``--size`` px, which is fine for speed: the output says
 which). Every figure includes decoding the image file, the training preprocess, the forward pass, softmax/threshold
-and the OOD guard (what ``pneumoscope predict`` does). Images default to the full-resolution Kermany sample (several
+and the scope verdict (image statistics and the applicability check: what ``pneumoscope predict`` does). Images default to the full-resolution Kermany sample (several
 hundred to ~2,500 px JPEGs). The reference is timm ``resnet18`` (random init, fp32, grey input repeated to 3
 channels) behind the same ``Predictor`` pipeline, exported to ONNX the same way.
 
@@ -68,7 +68,7 @@ def latency(predictor, paths: list[Path]) -> tuple[float, float]:
 
 
 def decode_rate(predictor, paths: list[Path], threads: int = 2) -> float:
-    """images/s of the part before the model: decode + preprocess + OOD image statistics, ``threads`` threads (as
+    """images/s of the part before the model: decode + preprocess + image statistics, ``threads`` threads (as
     ``predict_files`` decodes)."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -207,14 +207,14 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch threads "
           f"{args.threads}, OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY')}; torch {torch.__version__}, "
           f"onnxruntime {onnxruntime.__version__}; decode + preprocess + "
-          f"OOD included; load average before {load_before}, after {load_after}")
+          f"scope verdict included; load average before {load_before}, after {load_after}")
     bs = f"img/s @bs{args.batch_size}"
     print(f"{'engine':34s} {bs:>13s} {'median':>8s} {'latency p50':>12s} {'p95':>8s} {'img/s vs r18':>13s}")
     for name, (best, median, p50, p95) in rows.items():
         engine = name[name.index("("):]
         reference = rows[f"{REFERENCE} {engine}"][0]
         print(f"{name:34s} {best:13.1f} {median:8.1f} {p50:10.1f}ms {p95:6.1f}ms {best / reference:12.2f}x")
-    print(f"{'decode + preprocess + OOD only':34s} {decode_only:13.1f}   (2 threads, no model: the ceiling of every row)")
+    print(f"{'decode + preprocess + stats only':34s} {decode_only:13.1f}   (2 threads, no model: the ceiling of every row)")
     model, reference = best_engine(rows, "model"), best_engine(rows, REFERENCE)
     ips, p50 = rows[model][0], rows[model][2]
     print(f"fastest engine for the model: {model}; ratio model / {REFERENCE}, each on its faster engine: "

@@ -7,11 +7,12 @@
     python benchmarks/generalisation_study.py docs docs/GENERALISATION.md --prefix FULLSIZE_ RUN_DIR...
     python benchmarks/generalisation_study.py rank RUN_DIR... [--csv OUT.csv]      # the selection rule
     python benchmarks/generalisation_study.py record RUN_DIR... --dest docs/generalisation-runs
-    python benchmarks/generalisation_study.py bundle RUN_DIR NAME [--ood-n 1500] [--dest DIR]
+    python benchmarks/generalisation_study.py bundle RUN_DIR NAME [--dest DIR]
 
 ``bundle`` installs an evaluated run as a bundled model (``inference.bundled.install_bundled``): fp16 weights,
-model.json, a model card with the validation CIs, proxies, stress summary and training notes, and the OOD feature
-reference fitted on training-split images of the run; then measures the OOD guard's false-flag rate on real X-rays.
+model.json, a model card with the validation CIs, proxies, stress summary and training notes; then writes its
+training population and the scope verdict's measured flag rates (``pneumoscope scope fit``, the shipped
+applicability check) and counts the out-of-scope verdicts on real X-rays.
 
 ``evaluate`` writes ``RUN_DIR/generalisation/``: ``results.json`` (validation metrics at the stored threshold and
 at 0.5 with patient-bootstrap CIs, the unseen-site-normals and resolution-consistency proxies, a stress summary),
@@ -447,27 +448,27 @@ def card_notes(run_dir: Path) -> list[str]:
     ]
 
 
-def bundle(run_dir: Path, name: str, ood_n: int, dest: Path | None) -> dict[str, Any]:
-    """Install ``run_dir`` as bundled model ``name`` and measure its OOD guard on real X-rays."""
+def bundle(run_dir: Path, name: str, dest: Path | None) -> dict[str, Any]:
+    """Install ``run_dir`` as bundled model ``name``, write its population and scope flag rates (``pneumoscope scope
+    fit``, with the shipped applicability check) and measure the scope verdict on real X-rays."""
     from pneumoscope.inference import bundled
+    from pneumoscope.inference.applicability_fit import fit_scope
     from pneumoscope.paths import data_root
 
     results = json.loads((run_dir / OUT_DIR / "results.json").read_text())
-    manifest = pd.read_csv(run_dir / "manifest.csv")
-    train = manifest.loc[manifest["split"].eq("train"), "path"]
-    ood_images = [Path(p) for p in train.sample(n=min(ood_n, len(train)), random_state=0).sort_values()]
-    folder = bundled.install_bundled(run_dir, name, dest_root=dest, ood_images=ood_images, evaluation=results,
-                                     notes=card_notes(run_dir))
+    folder = bundled.install_bundled(run_dir, name, dest_root=dest, evaluation=results, notes=card_notes(run_dir))
+    fit_scope([folder], [run_dir / "manifest.csv"], [data_root() / "covid19_radiography"],
+              fullres=[data_root() / "chest_xray_fullres_sample"])
     predictor = load_predictor(folder)
     checks = {"fullres_sample": sorted((data_root() / "chest_xray_fullres_sample").rglob("*.jpeg")),
               "unseen_site_normals": sorted((data_root() / "covid19_radiography" / "Normal").glob("*.png"))}
     flags = {}
     for what, files in checks.items():
         rows = list(predictor.predict_files(files, batch_size=32))
-        flags[what] = {"n": len(rows), "flagged": int(sum(bool(r.get("ood")) for r in rows)),
+        flags[what] = {"n": len(rows), "out_of_scope": int(sum(not r.get("in_scope", True) for r in rows)),
                        "errors": int(sum(bool(r.get("error")) for r in rows))}
     sizes = {p.name: p.stat().st_size for p in sorted(folder.iterdir())}
-    report = {"folder": str(folder), "files_bytes": sizes, "ood_false_flags": flags}
+    report = {"folder": str(folder), "files_bytes": sizes, "out_of_scope": flags}
     (run_dir / OUT_DIR / f"bundle-{name}.json").write_text(json.dumps(report, indent=2))
     return report
 
@@ -499,7 +500,6 @@ def main() -> None:
     bd = sub.add_parser("bundle")
     bd.add_argument("run_dir", type=Path)
     bd.add_argument("name")
-    bd.add_argument("--ood-n", type=int, default=1500)
     bd.add_argument("--dest", type=Path)
     args = parser.parse_args()
     if args.command == "docs":
@@ -513,7 +513,7 @@ def main() -> None:
         for folder in record(args.run_dirs, args.dest):
             print(f"recorded {folder}")
     elif args.command == "bundle":
-        print(json.dumps(bundle(args.run_dir, args.name, args.ood_n, args.dest), indent=2))
+        print(json.dumps(bundle(args.run_dir, args.name, args.dest), indent=2))
     elif args.command == "evaluate":
         started = time.perf_counter()
         result = evaluate(args.run_dirs, args.stress_n, tuple(args.severities), args.progress, args.tta, args.out)

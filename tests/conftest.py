@@ -4,6 +4,7 @@ small synthetic images."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 # Tests use tiny tensors: one thread per process avoids oversubscribing CI's 2 shared cores (measured ~10x faster).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -15,6 +16,7 @@ import pytest
 import torch
 from xray_images import synthetic_xray
 
+from pneumoscope.models.applicability import APPLICABILITY_ENV
 from pneumoscope.paths import CACHE_ENV, DATA_ENV, data_root
 
 torch.set_num_threads(1)
@@ -26,6 +28,26 @@ def isolated_cache(tmp_path_factory, monkeypatch) -> Path:
     root = tmp_path_factory.getbasetemp() / "pneumoscope-cache"
     monkeypatch.setenv(CACHE_ENV, str(root))
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_check_file(tmp_path_factory) -> Path:
+    """A tiny applicability check fitted by the real code on synthetic images (``applicability_helpers``)."""
+    from applicability_helpers import fit_tiny_check
+
+    root = tmp_path_factory.mktemp("tiny-check")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(CACHE_ENV, str(tmp_path_factory.getbasetemp() / "pneumoscope-cache"))
+        return fit_tiny_check(root).save(root / "applicability.safetensors")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def tiny_applicability(tiny_check_file: Path) -> Iterator[Path]:
+    """Every test predicts with the tiny check (synthetic X-rays are in scope there); tests of the shipped check
+    pass it explicitly or unset the variable. Session-wide, so that module-scoped predictors use it too."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(APPLICABILITY_ENV, str(tiny_check_file))
+        yield tiny_check_file
 
 
 @pytest.fixture(scope="session")

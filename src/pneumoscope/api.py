@@ -513,8 +513,9 @@ def load_model(model: str | Path | None = None, *, device: str = "cpu", task: st
 
 
 class Model:
-    """A loaded model (``load_model``): predicts labels, class probabilities and out-of-distribution flags, and
-    explains predictions with Grad-CAM, with the preprocessing, temperature and threshold it was trained with.
+    """A loaded model (``load_model``): predicts labels, class probabilities and the scope verdict (``in_scope``,
+    ``scope_reason``), and explains predictions with Grad-CAM, with the preprocessing, temperature and threshold it was
+    trained with.
 
     Safe to share between threads for ``predict``; ``explain`` calls are serialised.
     """
@@ -566,7 +567,7 @@ class Model:
         Example:
             >>> import pneumoscope as ps
             >>> ps.load_model("kermany-binary", backend="pytorch").prediction_columns()
-            ['path', 'label', 'p_normal', 'p_pneumonia', 'threshold', 'ood', 'ood_score', 'ood_reason', 'error']
+            ['path', 'label', 'p_normal', 'p_pneumonia', 'threshold', 'in_scope', 'scope_reason', 'scope_checks', 'error']
         """
         from pneumoscope.inference.results_file import prediction_columns
 
@@ -585,9 +586,10 @@ class Model:
 
         Returns:
             One row per image, in order (``prediction_columns``): ``path`` (None for in-memory images), ``label``,
-            ``p_<class>`` (temperature-scaled probabilities), ``threshold``, ``ood`` (True when the input does not
-            look like a frontal chest X-ray), ``ood_score``, ``ood_reason``, and ``error`` for a file that could not
-            be read (its other columns empty).
+            ``p_<class>`` (temperature-scaled probabilities), ``threshold``, ``in_scope`` (False when the model
+            does not apply to the input: do not trust its label), ``scope_reason`` (why not: ``adult``,
+            ``not_a_chest_xray``, ``lateral``, ``modality CT``...; empty when in scope), ``scope_checks`` (every
+            check's value and result), and ``error`` for a file that could not be read (its other columns empty).
 
         Raises:
             DataError: An input path that does not exist, or an array or object that is not an image.
@@ -651,7 +653,8 @@ class Model:
 
         Returns:
             The ``PredictionCounts``: ``images``, ``errors`` (unreadable files; ``first_error`` is the first
-            reason), ``flagged`` (out-of-distribution) and ``labels`` (count per predicted class).
+            reason), ``out_of_scope`` (images the model does not apply to) and ``labels`` (count per predicted
+            class).
 
         Raises:
             DataError: No image file in ``inputs``.
@@ -695,7 +698,8 @@ class Model:
         result = self._predictor.explain_array(_loaded(image), method=method, target_class=target_class)
         return Explanation(heatmap=result["heatmap"], overlay=result["overlay"], label=result["label"],
                            target_class=result["target_class"], method=result["method"],
-                           probabilities=result["probabilities"], ood=bool(result["ood"]))
+                           probabilities=result["probabilities"], in_scope=bool(result["in_scope"]),
+                           scope_reason=result["scope_reason"])
 
     def _predict_in_memory(self, items: Sequence[Any], tta: int, batch_size: int) -> list[dict[str, Any]]:
         from pneumoscope.inference.results_file import prediction_row
@@ -732,7 +736,8 @@ class Explanation:
         target_class: The class the heatmap explains.
         method: ``gradcam`` or ``gradcam++``.
         probabilities: Class → probability.
-        ood: True when the input does not look like a frontal chest X-ray (do not trust the heatmap).
+        in_scope: False when the model does not apply to the input (do not trust the label or the heatmap).
+        scope_reason: Why not (empty when in scope; see ``Model.predict``).
     """
 
     heatmap: np.ndarray = field(repr=False)
@@ -741,7 +746,8 @@ class Explanation:
     target_class: str
     method: str
     probabilities: dict[str, float]
-    ood: bool
+    in_scope: bool
+    scope_reason: str
 
     def save(self, folder: str | Path, stem: str = "image") -> dict[str, Path]:
         """Write ``<stem>_<method>_<class>_overlay.png`` and ``..._heatmap.png`` into ``folder``.
@@ -760,8 +766,7 @@ class Explanation:
                                  "target_class": self.target_class}, Path(folder), stem)
 
 
-def export_onnx(model: str | Path, out: str | Path | None = None, *, opset: int = 17,
-                ood_images: Sequence[str | Path] | None = None) -> ExportResult:
+def export_onnx(model: str | Path, out: str | Path | None = None, *, opset: int = 17) -> ExportResult:
     """Export a trained model to ONNX: dynamic batch, the metadata inside, checked, parity-tested against PyTorch.
 
     ``load_model`` reads the file back; so do other runtimes (the input is the grey image in [0, 1], ``(B, 1, S, S)``;
@@ -771,8 +776,6 @@ def export_onnx(model: str | Path, out: str | Path | None = None, *, opset: int 
         model: A run folder, ``model.safetensors`` or bundled model name.
         out: The ONNX file (default: ``model.onnx`` in the run folder, or in the working directory).
         opset: ONNX opset version.
-        ood_images: Training X-rays (files or folders): first fit the out-of-distribution feature check on them and
-            store it beside the model and in the export.
 
     Returns:
         The ``ExportResult``: ``path``, ``max_abs_prob_diff`` (onnxruntime vs PyTorch), ``outputs``, ``size_bytes``.
@@ -785,11 +788,8 @@ def export_onnx(model: str | Path, out: str | Path | None = None, *, opset: int 
         >>> ps.load_model(result.path).backend
         'onnx'
     """
-    from pneumoscope.inference.export import calibrate_feature_guard
     from pneumoscope.inference.export import export_onnx as export_model
 
-    if ood_images:
-        calibrate_feature_guard(model, list(ood_images))
     if out is None:
         source = Path(model)
         out = (source if source.is_dir() else Path.cwd()) / "model.onnx"

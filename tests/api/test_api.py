@@ -38,7 +38,7 @@ def test_a_file_its_pil_image_and_its_array_get_the_same_prediction(model, make_
     assert list(table.columns) == model.prediction_columns()
     assert table["path"].tolist() == [str(tmp_path / "x.png"), None, None, None]
     assert table["p_pneumonia"].nunique() == 1 and table["label"].nunique() == 1
-    assert table["error"].isna().all() and not table["ood"].any()
+    assert table["error"].isna().all() and table["in_scope"].nunique() == 1 and table["scope_reason"].nunique(dropna=False) == 1
 
 
 def test_sixteen_bit_images_as_pil_and_array_agree(model, make_xray):

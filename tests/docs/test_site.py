@@ -31,7 +31,7 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
         assert f'id="pneumoscope.api.{name}"' in reference, name
     shown = text_of(site / "reference" / "api" / "index.html")
     assert 'ps.load_model("kermany-binary", backend="pytorch").prediction_columns()' in shown  # the examples
-    for page in ("ARCHITECTURE", "GENERALISATION", "PERFORMANCE", "RESULTS", "RELIABILITY"):
+    for page in ("ARCHITECTURE", "GENERALISATION", "PERFORMANCE", "RESULTS", "RELIABILITY", "SCOPE"):
         assert (site / page / "index.html").is_file(), page
     assert (site / "tutorial.ipynb").is_file()
 

@@ -42,6 +42,18 @@ def test_evaluate_writes_metrics_predictions_and_robustness(test_eval, tiny_run)
     assert "folder not found" in robustness["unseen_site_normals"]["skipped"]
 
 
+def test_accuracy_in_and_out_of_scope_is_reported_apart(test_eval):
+    metrics = read_metrics(test_eval)
+    predictions = pd.read_csv(test_eval / "predictions.csv")
+    scope = metrics["scope"]
+    inside = predictions["in_scope"].astype(bool)
+    assert scope["in_scope"]["n"] == inside.sum() and scope["out_of_scope"]["n"] == (~inside).sum()
+    if inside.any():
+        assert scope["in_scope"]["accuracy"] == pytest.approx(predictions.loc[inside, "correct"].mean())
+    assert scope["population"]["name"] == "pediatric" and scope["population_check"] is True
+    assert sum(scope["reasons"].values()) >= (~inside).sum()
+
+
 def test_metrics_match_scikit_learn_at_the_stored_threshold_and_at_one_half(test_eval):
     metrics = read_metrics(test_eval)
     predictions = pd.read_csv(test_eval / "predictions.csv")

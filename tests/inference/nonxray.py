@@ -1,4 +1,4 @@
-"""Images that are not chest X-rays, for the OOD tests (photos, blanks, noise, text, patterns, CT-like slices)."""
+"""Images that are not chest X-rays, for the scope tests (photos, blanks, noise, text, patterns, CT-like slices)."""
 
 from __future__ import annotations
 

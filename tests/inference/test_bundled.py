@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from pneumoscope.inference import bundled
 from pneumoscope.inference.loading import load_predictor
 from pneumoscope.inference.predictor import Predictor
 from pneumoscope.inference.sources import load_input
+from pneumoscope.models.applicability import APPLICABILITY_ENV, APPLICABILITY_FILE, shipped_check_path
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +20,7 @@ def default_model() -> Predictor:
     model = bundled.find_bundled(bundled.default_model_name())
     if model is None:
         pytest.skip(f"no bundled model {bundled.default_model_name()!r} installed in {bundled.package_bundled_dir()}")
-    return load_predictor(model.name)
+    return load_predictor(model.name, applicability=shipped_check_path())
 
 
 SHIPPED = sorted(p.name for p in bundled.package_bundled_dir().iterdir() if (p / "model.json").is_file())
@@ -38,16 +40,22 @@ def _truth(path: str, task: str) -> str:
 @pytest.mark.realdata
 @pytest.mark.parametrize("name", SHIPPED)
 def test_every_shipped_model_classifies_the_full_resolution_sample(name: str, fullres_paths: list[Path]) -> None:
-    model = load_predictor(name)
+    model = load_predictor(name, applicability=shipped_check_path())
     rows = list(model.predict_files(fullres_paths, batch_size=16))
     accuracy = np.mean([r["label"] == _truth(r["path"], model.task) for r in rows])
     assert accuracy >= MIN_ACCURACY[model.task], accuracy
-    assert not any(r["ood"] for r in rows)
+    assert np.mean([r["in_scope"] for r in rows]) >= 58 / 60, [r["scope_reason"] for r in rows]
     assert model.card["model_card"] and "not a medical device" in model.card["model_card"].lower()
 
 
-def test_the_package_ships_the_default_model() -> None:
+def test_the_package_ships_the_default_model_and_the_applicability_check() -> None:
     assert bundled.default_model_name() in SHIPPED
+    assert shipped_check_path().is_file()
+    for name in SHIPPED:  # the shared check, and each model's population and measured rates
+        folder = bundled.package_bundled_dir() / name
+        assert not (folder / APPLICABILITY_FILE).exists() and not (folder / "ood_reference.safetensors").exists()
+        meta = load_predictor(name, applicability=None).info.raw
+        assert meta["population"]["name"] == "pediatric" and meta["scope"]["flag_rates"], name
 
 
 @pytest.mark.realdata
@@ -63,24 +71,22 @@ def test_bundled_model_heatmaps_fall_mostly_on_the_central_chest(default_model: 
 
 
 def test_install_bundled_makes_a_complete_small_model_folder(binary_run: Path, tmp_path: Path, make_xray,
-                                                             monkeypatch) -> None:
-    from PIL import Image
-
-    train = tmp_path / "train"
-    train.mkdir()
-    for i in range(24):
-        Image.fromarray(make_xray(64, seed=i, pneumonia=i % 2 == 0)).save(train / f"t{i}.png")
-    folder = bundled.install_bundled(binary_run, "mini-binary", dest_root=tmp_path / "bundled", ood_images=[train])
+                                                             monkeypatch, tiny_check_file: Path) -> None:
+    run = shutil.copytree(binary_run, tmp_path / "run")
+    shutil.copy(tiny_check_file, run / APPLICABILITY_FILE)  # a run's own check travels with it
+    folder = bundled.install_bundled(run, "mini-binary", dest_root=tmp_path / "bundled")
     names = {p.name for p in folder.iterdir()}
-    assert names == {"model.safetensors", "model.json", "MODEL_CARD.md", "ood_reference.safetensors"}  # no ONNX
+    assert names == {"model.safetensors", "model.json", "MODEL_CARD.md", "applicability.safetensors"}  # no ONNX
     assert (folder / "model.safetensors").stat().st_size < 0.6 * (binary_run / "model.safetensors").stat().st_size
 
     monkeypatch.setenv(bundled.BUNDLED_DIR_ENV, str(tmp_path / "bundled"))
     monkeypatch.setenv("PNEUMOSCOPE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv(APPLICABILITY_ENV)
     shipped = load_predictor("mini-binary")
     original = load_predictor(binary_run)
-    assert shipped.backend == "onnx" and shipped.feature_reference is not None  # exported on first use
-    assert [p.suffix for p in (tmp_path / "cache" / "onnx").iterdir()] == [".onnx"]
+    assert shipped.backend == "onnx" and shipped.applicability.check.source == str(folder / APPLICABILITY_FILE)
+    onnx_files = sorted(p.name for p in (tmp_path / "cache" / "onnx").iterdir())  # exported on first use
+    assert len(onnx_files) == 2 and onnx_files[0].startswith("applicability-")
     assert load_predictor("mini-binary").backend == "onnx"  # reused from the cache
     assert load_predictor("mini-binary", backend="pytorch").backend == "pytorch"
     assert "not a medical device" in shipped.card["model_card"].lower()

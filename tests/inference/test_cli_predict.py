@@ -24,8 +24,10 @@ from pneumoscope.inference import bundled
 from pneumoscope.inference.loading import load_predictor
 from pneumoscope.inference.results_file import ResultWriter
 from pneumoscope.inference.sources import iter_image_files, load_input
+from pneumoscope.models.applicability import APPLICABILITY_ENV
 
-COLUMNS = ["path", "label", "p_normal", "p_pneumonia", "threshold", "ood", "ood_score", "ood_reason", "error"]
+COLUMNS = ["path", "label", "p_normal", "p_pneumonia", "threshold", "in_scope", "scope_reason", "scope_checks",
+           "error"]
 runner = CliRunner()
 
 
@@ -52,7 +54,8 @@ def image_folder(tmp_path: Path, make_xray) -> Path:
 
 @pytest.mark.realdata
 def test_predict_full_resolution_sample_and_its_dicom_copies(binary_run: Path, fullres_paths: list[Path],
-                                                             tmp_path: Path) -> None:
+                                                             tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv(APPLICABILITY_ENV)  # real X-rays: the shipped check
     out = tmp_path / "results.csv"
     invoke("predict", binary_run, fullres_paths[0].parents[1], "--out", out, "--batch-size", "16")
     columns, rows = read_csv(out)
@@ -61,7 +64,8 @@ def test_predict_full_resolution_sample_and_its_dicom_copies(binary_run: Path, f
         assert row["error"] == "" and row["label"] in ("normal", "pneumonia")
         assert float(row["p_normal"]) + float(row["p_pneumonia"]) == pytest.approx(1.0, abs=2e-6)
         assert row["label"] == ("pneumonia" if float(row["p_pneumonia"]) >= 0.3 else "normal")
-        assert row["threshold"] == "0.3" and row["ood"] == "False"
+        assert row["threshold"] == "0.3" and row["in_scope"] == "True" and row["scope_reason"] == ""
+        assert "image=" in row["scope_checks"] and " ok" in row["scope_checks"]
 
     # The same pixels as DICOM (one MONOCHROME1, one without extension) give the same probabilities.
     dicoms = tmp_path / "dicom"
@@ -94,11 +98,12 @@ def test_corrupt_and_non_xray_files_among_many(binary_run: Path, image_folder: P
     assert len(rows) == 10
     assert rows["truncated.jpg"]["error"] and rows["truncated.jpg"]["label"] is None
     assert rows["text_renamed.png"]["error"] and "text_renamed.png" in rows["text_renamed.png"]["error"]
-    assert rows["holiday.jpg"]["ood"] is True and "colour" in rows["holiday.jpg"]["ood_reason"]
+    assert rows["holiday.jpg"]["in_scope"] is False and rows["holiday.jpg"]["scope_reason"] == "not_a_chest_xray"
+    assert "colour" in rows["holiday.jpg"]["scope_checks"]["image"]["detail"]
     good = [r for n, r in rows.items() if n.startswith("x")]
     assert len(good) == 7 and all(r["error"] is None and r["p_std_pneumonia"] is not None for r in good)
     assert "2 file(s) could not be read" in result.output
-    assert "1 flagged as not a chest X-ray" in result.output
+    assert "1 out of the model's scope" in result.output
 
 
 @pytest.mark.parametrize(("case", "reason", "fix"), [
@@ -181,13 +186,8 @@ def test_explain_and_export_commands(binary_run: Path, image_folder: Path, tmp_p
     summary = json.loads((tmp_path / "cams" / "explanations.json").read_text())
     assert summary[0]["target_class"] == "pneumonia"
 
-    train = tmp_path / "train"
-    train.mkdir()
-    for i in range(24):
-        Image.fromarray(make_xray(64, seed=50 + i, pneumonia=i % 2 == 0)).save(train / f"t{i}.png")
-    invoke("export", run, "--format", "onnx", "--out", tmp_path / "model.onnx", "--ood-images", train)
-    assert (run / "ood_reference.safetensors").is_file()
-    assert load_predictor(tmp_path / "model.onnx").feature_reference is not None
+    invoke("export", run, "--format", "onnx", "--out", tmp_path / "model.onnx")
+    assert load_predictor(tmp_path / "model.onnx").applicability is not None
     out = tmp_path / "onnx.csv"
     invoke("predict", tmp_path / "model.onnx", image_folder, "--out", out)
     torch_out = tmp_path / "torch.csv"

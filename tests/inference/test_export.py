@@ -6,11 +6,10 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 
+from pneumoscope.data.populations import SOURCE_POPULATIONS
 from pneumoscope.errors import ConfigError, ModelError
-from pneumoscope.inference import ood
 from pneumoscope.inference.export import export_onnx
 from pneumoscope.inference.loading import load_predictor
 from pneumoscope.inference.sources import load_input
@@ -19,10 +18,9 @@ from pneumoscope.inference.sources import load_input
 @pytest.fixture(scope="module")
 def exported(binary_run: Path, tmp_path_factory) -> Path:
     run = shutil.copytree(binary_run, tmp_path_factory.mktemp("export") / "run")
-    rng = np.random.default_rng(0)
-    width = load_predictor(run).features_arrays([np.full((64, 64), 0.5, np.float32)]).shape[1]
-    reference = ood.fit_feature_reference(rng.normal(size=(100, width)), n_components=4)
-    reference.save(run)
+    meta = json.loads((run / "model.json").read_text())
+    meta["population"] = SOURCE_POPULATIONS["kermany"].as_dict()
+    (run / "model.json").write_text(json.dumps(meta))
     result = export_onnx(run, run / "model.onnx")
     assert result.max_abs_prob_diff <= 1e-4 and result.outputs == ("logits", "features")
     return result.path
@@ -38,7 +36,7 @@ def test_onnx_file_passes_the_checker_and_carries_the_metadata(exported: Path) -
     assert meta["classes"] == ["normal", "pneumonia"] and meta["threshold"] == 0.3
     assert meta["temperature"] == 1.5 and meta["image_size"] == 64 and meta["preprocessing"] == {"clahe": False}
     assert json.loads(props["classes"]) == ["normal", "pneumonia"]
-    assert ood.FEATURE_REFERENCE_FILE in props
+    assert meta["population"]["name"] == "pediatric"  # the scope verdict of the ONNX file checks the population
     batch_dim = proto.graph.input[0].type.tensor_type.shape.dim[0]
     assert batch_dim.dim_param == "batch"
 
@@ -46,7 +44,8 @@ def test_onnx_file_passes_the_checker_and_carries_the_metadata(exported: Path) -
 def test_onnx_predictor_reads_metadata_and_takes_any_batch(exported: Path, make_xray) -> None:
     predictor = load_predictor(exported)
     assert predictor.backend == "onnx" and predictor.classes == ("normal", "pneumonia")
-    assert predictor.threshold == 0.3 and predictor.temperature == 1.5 and predictor.feature_reference is not None
+    assert predictor.threshold == 0.3 and predictor.temperature == 1.5 and predictor.applicability is not None
+    assert predictor.population.name == "pediatric" and predictor.card["scope"]["population_check"] is True
     for n in (1, 3, 7):
         results = predictor.predict_arrays([make_xray(70, seed=i) for i in range(n)], tta=2 if n == 3 else 0)
         assert len(results) == n and all(sum(r["probabilities"].values()) == pytest.approx(1.0) for r in results)
@@ -63,7 +62,9 @@ def test_onnx_matches_pytorch_on_real_images(exported: Path, fullres_paths: list
     )
     assert difference <= 1e-4
     assert [a["label"] for a in torch_results] == [b["label"] for b in onnx_results]
-    assert [a["ood"] for a in torch_results] == [b["ood"] for b in onnx_results]
+    assert [a["in_scope"] for a in torch_results] == [b["in_scope"] for b in onnx_results]
+    assert [a["scope_checks"]["population"]["value"] for a in torch_results] == pytest.approx(
+        [b["scope_checks"]["population"]["value"] for b in onnx_results], abs=1e-3)
 
 
 def test_explaining_an_onnx_model_is_a_clear_error(exported: Path, make_xray) -> None:

@@ -1,4 +1,4 @@
-"""Predictor: loading every kind of model reference, probabilities, threshold, temperature, TTA, OOD, errors."""
+"""Predictor: loading every kind of model reference, probabilities, threshold, temperature, TTA, scope, errors."""
 
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ from inference_helpers import IMAGE_SIZE, save_run, small_architecture
 from nonxray import NON_XRAYS
 
 from pneumoscope.errors import DataError, ModelError
-from pneumoscope.inference import bundled, ood
+from pneumoscope.inference import bundled
 from pneumoscope.inference.loading import load_predictor
 from pneumoscope.inference.predictor import Predictor
 from pneumoscope.inference.sources import load_input
+from pneumoscope.models.applicability import APPLICABILITY_ENV
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,9 @@ def test_loads_a_run_folder_with_its_metadata(predictor: Predictor, binary_run: 
     assert predictor.model_id.startswith(small_architecture()) and len(predictor.model_id.split("-")[-1]) == 12
     card = predictor.card
     assert card["classes"] == ["normal", "pneumonia"] and card["threshold"] == 0.3
-    assert card["val_metrics"] == {"accuracy": 0.5} and card["ood_guard"]["feature_check"] is False
+    assert card["val_metrics"] == {"accuracy": 0.5} and card["scope"]["chest_xray_check"] is True
+    assert card["scope"]["population_check"] is False and card["scope"]["population"]["name"] == "unknown"
+    assert "population not checked" in card["scope"]["note"]
     assert load_predictor(binary_run / "model.safetensors").model_id == predictor.model_id
 
 
@@ -65,7 +68,7 @@ def test_probabilities_use_temperature_and_threshold(predictor: Predictor, binar
         np.testing.assert_allclose(probabilities, expected_probabilities(binary_run, predictor, image), atol=1e-5)
         assert result["label"] == ("pneumonia" if probabilities[1] >= 0.3 else "normal")
         assert result["threshold"] == 0.3 and "p_std" not in result
-        assert isinstance(result["ood"], bool) and result["ood_score"] >= 0
+        assert isinstance(result["in_scope"], bool) and set(result["scope_checks"]) >= {"image"}
 
 
 def test_batched_and_single_predictions_agree(predictor: Predictor, xrays) -> None:
@@ -102,36 +105,61 @@ def test_tta_gives_mean_and_spread(predictor: Predictor, xrays) -> None:
 def test_non_xray_inputs_are_flagged(predictor: Predictor) -> None:
     rng = np.random.default_rng(3)
     results = predictor.predict_arrays([make(rng) for make in NON_XRAYS.values()])
-    assert all(r["ood"] and r["ood_reasons"] for r in results)
+    assert all(not r["in_scope"] and r["scope_reason"] == "not_a_chest_xray" and r["scope_detail"]
+               for r in results)
 
 
-def test_feature_reference_is_used_when_present(binary_run: Path, tmp_path: Path, make_xray) -> None:
+def test_synthetic_xrays_pass_the_check_and_the_population_is_not_checked_without_one(predictor: Predictor,
+                                                                                     xrays) -> None:
+    for result in predictor.predict_arrays(xrays):
+        assert result["scope_checks"]["chest_xray"]["ok"], result["scope_checks"]
+        assert result["scope_checks"]["population"]["detail"].startswith("not checked")
+    blank = predictor.predict_arrays([np.full((64, 64), 0.5, np.float32)])[0]
+    assert blank["scope_checks"]["chest_xray"]["value"] > 1.0  # unlike any X-ray the check knows
+
+
+def test_the_models_population_decides_the_population_check(binary_run: Path, tmp_path: Path, make_xray) -> None:
+    from pneumoscope.data.populations import SOURCE_POPULATIONS
+
+    children = shutil.copytree(binary_run, tmp_path / "children")
+    meta = json.loads((children / "model.json").read_text())
+    meta["population"] = SOURCE_POPULATIONS["kermany"].as_dict()
+    (children / "model.json").write_text(json.dumps(meta))
+    adults = shutil.copytree(binary_run, tmp_path / "adults")
+    meta["population"] = SOURCE_POPULATIONS["covid_radiography"].as_dict()
+    (adults / "model.json").write_text(json.dumps(meta))
+    child, inverted = make_xray(64, seed=11), 255 - make_xray(64, seed=12)  # the tiny check's "adults" are inverted
+    on_children = load_predictor(children).predict_arrays([child, inverted])
+    assert on_children[0]["in_scope"] and on_children[1]["scope_reason"] == "adult"
+    on_adults = load_predictor(adults).predict_arrays([child, inverted])
+    assert on_adults[0]["scope_reason"] == "child" and on_adults[1]["in_scope"]
+    assert load_predictor(children).card["scope"]["population"]["name"] == "pediatric"
+
+
+def test_population_of_older_runs_comes_from_their_manifest(binary_run: Path, tmp_path: Path) -> None:
     run = shutil.copytree(binary_run, tmp_path / "run")
-    plain = load_predictor(run)
-    train = [make_xray(64, seed=100 + i, pneumonia=i % 2 == 1) for i in range(60)]
-    reference = ood.fit_feature_reference(plain.features_arrays(train), n_components=8)
-    reference.save(run)
-    guarded = load_predictor(run)
-    assert guarded.card["ood_guard"]["feature_check"] is True
-    xray = guarded.predict_arrays([make_xray(64, seed=7)])[0]
-    assert xray["ood_score"] < 1.0 or "features unlike the training X-rays" not in xray["ood_reasons"]
-    # Uniform grey passes the features of nothing the model saw: its feature score is far above the threshold.
-    features = guarded.features_arrays([np.full((64, 64), 0.5, np.float32)])
-    assert reference.score(features)[0] > 1.0
+    (run / "manifest.csv").write_text("path,split,source\na.png,train,kermany\nb.png,val,kermany\n")
+    assert load_predictor(run).population.name == "pediatric"
 
 
-def test_concurrent_calls_give_the_same_results(binary_run: Path, tmp_path: Path, make_xray) -> None:
-    run = shutil.copytree(binary_run, tmp_path / "run")
-    train = [make_xray(64, seed=200 + i) for i in range(40)]
-    load_predictor(run).features_arrays(train)
-    ood.fit_feature_reference(load_predictor(run).features_arrays(train), n_components=4).save(run)
-    predictor = load_predictor(run)
+def test_without_an_applicability_check_only_header_and_image_are_checked(binary_run: Path, monkeypatch,
+                                                                          make_xray) -> None:
+    monkeypatch.delenv(APPLICABILITY_ENV)
+    predictor = load_predictor(binary_run, applicability=None)
+    result = predictor.predict_arrays([make_xray(64, seed=3)])[0]
+    assert set(result["scope_checks"]) == {"image", "population"} and result["in_scope"]
+    assert predictor.card["scope"]["chest_xray_check"] is False and "no applicability check" in predictor.card[
+        "scope"]["note"]
+
+
+def test_concurrent_calls_give_the_same_results(predictor: Predictor, make_xray) -> None:
     images = [make_xray(64 + 8 * (i % 4), seed=i) for i in range(12)]
-    expected = [r["ood_score"] for r in predictor.predict_arrays(images)]
+    expected = [r["scope_checks"]["chest_xray"]["value"] for r in predictor.predict_arrays(images)]
     got: dict[int, list[float]] = {}
 
     def worker(k: int) -> None:
-        got[k] = [r["ood_score"] for _ in range(3) for r in predictor.predict_arrays(images)][-len(images):]
+        got[k] = [r["scope_checks"]["chest_xray"]["value"] for _ in range(3)
+                  for r in predictor.predict_arrays(images)][-len(images):]
 
     threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
     for t in threads:
@@ -148,7 +176,7 @@ def test_predict_files_on_full_resolution_images(predictor: Predictor, fullres_p
     assert [r["path"] for r in rows] == [str(p) for p in paths]
     for row in rows:
         assert row["error"] == "" and sum(row["probabilities"].values()) == pytest.approx(1.0)
-        assert not row["ood"], row
+        assert row["scope_checks"]["image"]["ok"], row
     direct = predictor.predict_arrays([load_input(paths[0]).gray])[0]
     assert rows[0]["probabilities"] == pytest.approx(direct["probabilities"], abs=1e-6)
 

@@ -18,7 +18,7 @@ from pneumoscope.evaluation.evaluate import evaluate
 from pneumoscope.evaluation.reporting import write_run_report
 
 HEADINGS = re.compile(r'<section class="card" id="([a-z0-9-]+)">')
-ALWAYS = ["headline", "splits", "data-summary", "per-class", "confusion-matrix", "roc-pr", "calibration",
+ALWAYS = ["headline", "splits", "data-summary", "per-class", "scope", "confusion-matrix", "roc-pr", "calibration",
           "training-curves", "confident-errors", "generalisation", "config"]
 
 

@@ -82,9 +82,23 @@ def test_predict_png_matches_the_predictor(server_url, predictor, make_xray):
     assert body["probabilities"] == pytest.approx(want["probabilities"], abs=1e-6)
     assert sum(body["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
     assert body["threshold"] == pytest.approx(0.5)
-    assert body["ood"] == want["ood"]
+    assert body["in_scope"] is want["in_scope"] is True and body["scope_reason"] == ""
+    assert body["scope_checks"]["image"]["ok"] is True
     assert body["model_id"] == predictor.model_id
     assert (body["width"], body["height"], body["filename"]) == (96, 96, "chest.png")
+
+
+def test_a_ct_dicom_is_labelled_out_of_scope_with_its_reason(server_url, make_xray, tmp_path):
+    from xray_images import write_dicom_file
+
+    path = write_dicom_file(tmp_path / "ct.dcm", make_xray(64, 2), Modality="CT", PatientAge="045Y")
+    body = post_file(server_url, "/predict", path.read_bytes(), name="ct.dcm").json()
+    assert body["in_scope"] is False and body["scope_reason"].startswith("modality CT")
+    assert body["scope_checks"]["modality"] == {"value": "CT", "ok": False, "reason": "modality CT",
+                                                "detail": body["scope_checks"]["modality"]["detail"]}
+    assert "computed tomography" in body["scope_detail"] and body["label"] in ("normal", "pneumonia")
+    explained = post_file(server_url, "/explain", path.read_bytes(), name="ct.dcm")
+    assert explained.headers["x-in-scope"] == "false" and explained.headers["x-scope-reason"].startswith("modality CT")
 
 
 def test_predict_with_tta_reports_the_spread(server_url, make_xray):

@@ -133,18 +133,36 @@ def test_drag_and_drop_and_a_readable_error(page, predictor, make_xray):
     assert "dropped.png" in page.inner_text("#viewer-caption")
 
 
-def test_a_colour_photo_is_flagged_as_not_a_chest_xray(page, predictor, server_url):
+def test_out_of_scope_images_get_a_prominent_warning_and_an_untrusted_label(page, predictor, server_url, make_xray,
+                                                                            tmp_path):
+    from xray_images import write_dicom_file
+
     yy, xx = np.mgrid[0:160, 0:200]
     photo = np.dstack([(xx * 255 // 199), (yy * 255 // 159), 255 - (xx * 255 // 199)]).astype(np.uint8)
     data = png_bytes(photo)
     verdict = httpx.post(server_url + "/predict", files={"file": ("photo.png", data, "image/png")}).json()
-    assert verdict["ood"], "precondition: the Predictor's guard flags a colour gradient"
+    assert not verdict["in_scope"], "precondition: the image checks flag a colour gradient"
 
     wait_for_model_line(page, predictor.model_id)
     drop_file(page, data, "photo.png", "image/png")
-    wait_for_result(page)
-    assert page.is_visible("#ood-warning")
-    assert "may not be a chest x-ray" in page.inner_text("#ood-warning").lower()
+    label = wait_for_result(page)
+    assert label in predictor.classes  # the label is still shown...
+    assert page.is_visible("#scope-warning") and page.is_visible("#untrusted-tag")  # ...marked as untrusted
+    warning = page.inner_text("#scope-warning")
+    assert "does not look like a chest x-ray" in warning.lower() and "do not trust" in warning.lower()
+    assert "not_a_chest_xray" in warning
+    assert "untrusted" in page.get_attribute("#prediction", "class")
+
+    ct = write_dicom_file(tmp_path / "ct.dcm", make_xray(96, 5), Modality="CT").read_bytes()
+    drop_file(page, ct, "ct.dcm", "application/dicom")
+    page.wait_for_selector("#status:has-text('ct.dcm analysed')")
+    assert "modality CT" in page.inner_text("#scope-detail")
+    assert "not a radiograph" in page.inner_text("#scope-title").lower()
+
+    drop_file(page, png_bytes(make_xray(96, 1)), "chest.png", "image/png")
+    page.wait_for_selector("#status:has-text('chest.png analysed')")
+    assert page.is_hidden("#scope-warning")
+    assert page.is_hidden("#untrusted-tag") and "untrusted" not in (page.get_attribute("#prediction", "class") or "")
 
 
 def test_swagger_docs_render_offline(browser, server_url):

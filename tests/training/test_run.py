@@ -98,6 +98,7 @@ def test_model_loads_back_and_reproduces_the_best_checkpoint(tiny_run):
     assert meta["classes"] == ["normal", "pneumonia"] and meta["image_size"] == 32
     assert 0.0 <= meta["threshold"] <= 1.0 and meta["threshold_method"] == "youden"
     assert meta["temperature"] > 0
+    assert meta["population"]["name"] == "pediatric" and meta["population"]["sources"] == ["kermany"]
     summary = json.loads((run_dir / "summary.json").read_text())
     best = json.loads((run_dir / "model.json").read_text())["val_metrics"]
     assert best["epoch"] == summary["best_epoch"]
@@ -159,6 +160,7 @@ def test_logistic_regression_baseline_writes_a_loadable_run(tiny_config, tmp_pat
                     progress=False)
     model, meta = load_classifier(run_dir)
     assert meta["architecture"] == "logistic_regression" and 0.0 <= meta["threshold"] <= 1.0
+    assert meta["population"]["name"] == "pediatric"
     assert pd.read_csv(run_dir / "metrics.csv")["epoch"].tolist() == [1]
     assert (run_dir / "curves.png").is_file() and (run_dir / "summary.json").is_file()
 

@@ -17,9 +17,10 @@ Rows are written to --out (.csv, .jsonl, or .json = one array) as they are compu
   p_<class>: probability of each class (temperature-scaled, sums to 1; the mean over the views with --tta).
   p_std_<class>: spread of that probability over the --tta views (only with --tta).
   threshold: operating threshold on p_pneumonia (binary models; empty otherwise).
-  ood: true when the input does not look like a frontal chest X-ray (do not trust its label).
-  ood_score: 0 for a typical X-ray, 1 or more when flagged.
-  ood_reason: why it was flagged.
+  in_scope: false when the model does not apply to the input (do not trust its label).
+  scope_reason: why not, e.g. adult, not_a_chest_xray, lateral, modality CT, multi-frame (empty when in scope;
+    several are joined by "; "; docs/SCOPE.md says what each means).
+  scope_checks: every check's result, "name=value ok|reason" joined by "; " (a JSON object in .json/.jsonl).
   error: why the file could not be read (the other columns are then empty).
 """
 
@@ -72,8 +73,8 @@ def predict(
         raise DataError(f"none of the {counts.images} files could be read (each reason is in the error column of "
                         f"{out}); the first: {counts.first_error}")
     summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.labels.items()))
-    console.print(f"{counts.images} files: {summary}; {counts.flagged} flagged as not a chest X-ray; "
-                  f"{counts.errors} unreadable → {out}")
+    console.print(f"{counts.images} files: {summary}; {counts.out_of_scope} out of the model's scope (see "
+                  f"scope_reason); {counts.errors} unreadable → {out}")
     if counts.errors:
         console.print(f"{counts.errors} file(s) could not be read: see the error column of {out}; the first: "
                       f"{counts.first_error}", style="yellow", highlight=False, markup=False, soft_wrap=True)
@@ -114,7 +115,8 @@ def explain(
             continue
         written = result.save(out, path.stem)
         summary.append({"path": str(path), "label": result.label, "target_class": result.target_class,
-                        "probabilities": result.probabilities, "ood": result.ood,
+                        "probabilities": result.probabilities, "in_scope": result.in_scope,
+                        "scope_reason": result.scope_reason,
                         **{k: str(v) for k, v in written.items()}})
     out.mkdir(parents=True, exist_ok=True)
     (out / "explanations.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
@@ -128,11 +130,9 @@ def export(
     format: str = typer.Option("onnx", "--format", help="Export format (onnx)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Output file (default: RUN_DIR/model.onnx)."),
     opset: int = typer.Option(17, "--opset", help="ONNX opset version."),
-    ood_images: list[Path] | None = typer.Option(
-        None, "--ood-images", help="Training X-rays (files or folders; repeatable): first fit the OOD feature "
-                                   "check on them and store it beside the model and in the export."),
 ) -> None:
-    """Export a trained model to ONNX (dynamic batch, metadata inside, checked, parity-tested against PyTorch)."""
+    """Export a trained model to ONNX (dynamic batch, metadata inside — its training population too, for the scope
+    verdict — checked, parity-tested against PyTorch)."""
     from pneumoscope.api import export_onnx
     from pneumoscope.cli.common import console
     from pneumoscope.errors import ConfigError
@@ -140,9 +140,7 @@ def export(
 
     if format not in FORMATS:
         raise ConfigError(f"unsupported export format {format!r}.", fix=f"use one of: {', '.join(FORMATS)}.")
-    result = export_onnx(model, out, opset=opset, ood_images=list(ood_images) if ood_images else None)
-    if ood_images:
-        console.print(f"OOD feature reference fitted on {', '.join(str(p) for p in ood_images)}")
+    result = export_onnx(model, out, opset=opset)
     console.print(f"exported {result.path} ({result.size_bytes / 1e6:.1f} MB, outputs {', '.join(result.outputs)}); "
                   f"max |p_onnx - p_torch| = {result.max_abs_prob_diff:.1e}")
 

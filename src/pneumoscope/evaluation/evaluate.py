@@ -5,8 +5,10 @@ Writes into ``RUN_DIR/eval-<split>[-<data name>]/`` (or ``out``):
 - ``metrics.json``: the model, what was scored and what was left out (and why), which split served what, the
   metrics at the stored operating point (and at 0.5 for a binary model), bootstrap 95 % CIs resampling patients,
   calibration (ECE, Brier, reliability, before/after temperature), the per-source breakdown, the shortcut audit
-  (several sources), and the robustness summaries;
-- ``predictions.csv``: one row per image (path, source, patient, label, prediction, class probabilities);
+  (several sources), the scope summary (accuracy in scope and out of scope, reasons: ``models.scope``), and the
+  robustness summaries;
+- ``predictions.csv``: one row per image (path, source, patient, label, prediction, class probabilities, in_scope,
+  scope_reason);
 - ``robustness.json`` / ``robustness.csv`` / per-image proxy CSVs: for binary and 3-class Kermany models
   (``robustness.suite``);
 - ``gradcam_errors.png`` / ``figures.json``: the model figures of the report (``evaluation.figures``);
@@ -27,6 +29,7 @@ import pandas as pd
 from pneumoscope.evaluation.selection import Selection, select_images
 from pneumoscope.files import atomic_write, atomic_write_text
 from pneumoscope.inference.runs import LoadedRun, RunScorer, load_run
+from pneumoscope.progress import progress_bar
 from pneumoscope.results import (
     EVAL_PREFIX,
     METRICS_JSON,
@@ -67,7 +70,7 @@ def evaluate(
     status_line(f"evaluating {run.run_dir} on {len(selection.rows)} images ({selection.split} split)")
     device = resolve_accelerator(device)
     results, images = score_selection(run, selection, n_boot=n_boot, seed=seed, device=device, progress=progress)
-    write_predictions(out_dir / PREDICTIONS_CSV, selection.rows, results.pop("_probs"), run)
+    write_predictions(out_dir / PREDICTIONS_CSV, selection.rows, results.pop("_probs"), run, results.pop("_scope"))
     results["robustness"] = _robustness(run, out_dir, proxies, stress_images, severities, proxy_images, data_root,
                                         seed, device, progress)
     write_json(out_dir / METRICS_JSON, results)
@@ -103,6 +106,9 @@ def score_selection(run: LoadedRun, selection: Selection, n_boot: int = DEFAULT_
     logits, features = scorer.logits(images, progress, "scoring", features=several_sources)
     probs = scorer.probabilities(logits)
     results = compute_metrics(run, rows, probs, scorer.probabilities(logits, 1.0), n_boot=n_boot, seed=seed)
+    verdicts = scope_verdicts(run, rows, images, progress)
+    results["scope"] = scope_summary(run, rows, probs, verdicts)
+    results["_scope"] = verdicts
     results["data"] = selection.describe()
     results["split_uses"] = split_uses(run, selection)
     results["shortcut_audit"] = shortcut_audits(rows, images, features, seed) if several_sources else None
@@ -213,9 +219,68 @@ def _robustness(run: LoadedRun, out_dir: Path, proxies: bool, stress_images: int
     return {key: result[key] for key in ("stress_test", "unseen_site_normals", "resolution_consistency")}
 
 
-def write_predictions(path: Path, rows: pd.DataFrame, probs: np.ndarray, run: LoadedRun) -> Path:
+def scope_verdicts(run: LoadedRun, rows: pd.DataFrame, images: np.ndarray, progress: bool = True) -> list[Any]:
+    """The scope verdict (``models.scope``) of every scored row: DICOM headers, image statistics and the applicability
+    check on the model inputs, against the run's training population."""
+    from pneumoscope.data import image_stats
+    from pneumoscope.data.dicom_header import read_header
+    from pneumoscope.data.imaging import read_file_bytes
+    from pneumoscope.data.populations import recorded_population
+    from pneumoscope.inference.applicability_runtime import load_runner
+    from pneumoscope.models.applicability import applicability_input, check_path_for
+    from pneumoscope.models.scope import verdict
+
+    path = check_path_for(run.run_dir)
+    runner = None if path is None else load_runner(path)
+    population = recorded_population(run.meta, run.run_dir / "manifest.csv")
+    formats = rows["format"].astype(str).str.lower() if "format" in rows.columns else pd.Series([""] * len(rows))
+    verdicts = []
+    with progress_bar(progress, transient=True) as bar:
+        task = bar.add_task("scope checks", total=len(rows))
+        for start in range(0, len(rows), 64):
+            small = [image_stats.downsample(image.astype(np.float32) / 255.0) for image in images[start:start + 64]]
+            results = (runner.judge(np.stack([applicability_input(s, runner.input_size) for s in small]))
+                       if runner is not None else [None] * len(small))
+            for offset, (thumbnail, result) in enumerate(zip(small, results, strict=True)):
+                i = start + offset
+                header = read_header(read_file_bytes(rows["path"].iat[i])) if formats.iat[i] == "dicom" else None
+                verdicts.append(verdict(header, image_stats.image_score(image_stats.thumbnail_stats(thumbnail)),
+                                        result, None if runner is None else runner.check, population))
+            bar.advance(task, len(small))
+    return verdicts
+
+
+def scope_summary(run: LoadedRun, rows: pd.DataFrame, probs: np.ndarray, verdicts: list[Any]) -> dict[str, Any]:
+    """Accuracy in scope and out of scope (counts, and how often each reason was given)."""
+    from collections import Counter
+
+    from pneumoscope.data.populations import recorded_population
+    from pneumoscope.metrics.classification import predict_classes
+
+    classes = np.array(run.classes)
+    correct = classes[predict_classes(probs, run.threshold)] == rows["label"].astype(str).to_numpy()
+    inside = np.array([v.in_scope for v in verdicts], dtype=bool)
+
+    def part(mask: np.ndarray) -> dict[str, Any]:
+        n = int(mask.sum())
+        return {"n": n, "accuracy": float(correct[mask].mean()) if n else None}
+
+    reasons = Counter(reason for v in verdicts for reason in v.reasons)
+    population = recorded_population(run.meta, run.run_dir / "manifest.csv")
+    checked = bool(verdicts) and "chest_xray" in verdicts[0].as_fields()["scope_checks"]
+    note = None
+    if not checked:
+        note = "no applicability check is installed: only the DICOM header and image statistics were checked."
+    elif not population.checked:
+        note = f"the run's training population is {population.name}: the population was not checked."
+    return {"in_scope": part(inside), "out_of_scope": part(~inside), "reasons": dict(reasons.most_common()),
+            "population_check": checked and population.checked, "population": population.as_dict(), "note": note}
+
+
+def write_predictions(path: Path, rows: pd.DataFrame, probs: np.ndarray, run: LoadedRun,
+                      verdicts: list[Any] | None = None) -> Path:
     """predictions.csv: path, source, patient_id, patient_id_known, label, predicted (stored operating point), correct,
-    [predicted_at_0.5], p_<class> for each class, confidence."""
+    [predicted_at_0.5], p_<class> for each class, confidence, in_scope, scope_reason."""
     from pneumoscope.metrics.classification import predict_classes
 
     classes = np.array(run.classes)
@@ -228,6 +293,9 @@ def write_predictions(path: Path, rows: pd.DataFrame, probs: np.ndarray, run: Lo
     for i, name in enumerate(classes):
         frame[f"p_{name}"] = probs[:, i]
     frame["confidence"] = probs.max(axis=1)
+    if verdicts is not None:
+        frame["in_scope"] = [v.in_scope for v in verdicts]
+        frame["scope_reason"] = [v.reason for v in verdicts]
     return atomic_write(path, lambda handle: frame.to_csv(handle, index=False, float_format="%.6g"))
 
 

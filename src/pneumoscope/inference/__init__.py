@@ -1,5 +1,5 @@
-"""Inference: ``load_predictor`` (run folder, ``.onnx`` file or bundled model) → ``Predictor``, TTA, the out-of-distribution guard,
-Grad-CAM explanations and ONNX export.
+"""Inference: ``load_predictor`` (run folder, ``.onnx`` file or bundled model) → ``Predictor``, TTA, the scope verdict
+with the applicability check (running and fitting it), Grad-CAM explanations and ONNX export.
 
 Names are imported lazily so that ``import pneumoscope.inference`` stays cheap (the CLI imports it at start-up).
 """

@@ -1,4 +1,5 @@
-"""Models shipped with the package: ``pneumoscope/bundled/<name>/{model.safetensors, model.json, MODEL_CARD.md}``.
+"""Models shipped with the package: ``pneumoscope/bundled/<name>/{model.safetensors, model.json, MODEL_CARD.md,
+applicability.safetensors}``.
 
 ``$PNEUMOSCOPE_BUNDLED_DIR`` (one folder, or several separated by ``os.pathsep``) is searched before the package's
 own folder, so that a team can add its own named models without reinstalling. ``$PNEUMOSCOPE_DEFAULT_MODEL``
@@ -228,7 +229,8 @@ def render_model_card(meta: dict, name: str, run_dir: Path | None = None, evalua
          "devices and lateral views are outside that distribution; performance there is unknown."),
         ("- Single-site images carry site-specific markers (and the Kermany training copy is squashed to 224 px); "
          "the model may use shortcuts that do not transfer."),
-        "- The out-of-distribution guard flags obvious non-X-rays; it does not detect every unusual input.",
+        ("- Every prediction says whether the model applies to the image (`in_scope`, `scope_reason`; see the "
+         "applicability section and docs/SCOPE.md); no check catches every unusual input."),
         "- Labels in the source data are imperfect (image-level, from clinical records).",
         *[f"- {note}" for note in notes or []],
     ]
@@ -240,16 +242,18 @@ def render_model_card(meta: dict, name: str, run_dir: Path | None = None, evalua
 
 def install_bundled(
     run_dir: Path, name: str, dest_root: Path | None = None, fp16: bool = True,
-    ood_images: list[Path] | None = None, evaluation: dict | None = None, notes: list[str] | None = None,
+    evaluation: dict | None = None, notes: list[str] | None = None,
 ) -> Path:
     """Make ``run_dir``'s model a bundled model ``name``: weights (fp16 to keep the package small), model.json, a
     generated MODEL_CARD.md (kept if the run folder has one; ``evaluation`` and ``notes`` as in ``render_model_card``)
-    and the OOD feature reference fitted on ``ood_images``.
+    and the run's applicability check (``applicability.safetensors``) where it has one — fit it on the installed
+    folder with ``pneumoscope scope fit NAME --manifest RUN_DIR/manifest.csv`` (``applicability_fit``) otherwise.
     No ONNX file is shipped: ``Predictor`` exports one on first use into the cache (faster CPU prediction).
     Returns the new folder."""
     import shutil
 
     from pneumoscope.models import load_classifier, save_classifier
+    from pneumoscope.models.applicability import APPLICABILITY_FILE
 
     dest = (dest_root or package_bundled_dir()) / name
     if dest.exists():
@@ -259,12 +263,8 @@ def install_bundled(
     card = run_dir / CARD_FILE
     (dest / CARD_FILE).write_text(card.read_text(encoding="utf-8") if card.is_file() else
                                   render_model_card(meta, name, run_dir, evaluation, notes), encoding="utf-8")
-    from pneumoscope.inference.export import calibrate_feature_guard
-
-    if ood_images:
-        calibrate_feature_guard(dest, list(ood_images))
-    elif (run_dir / "ood_reference.safetensors").is_file():
-        shutil.copy(run_dir / "ood_reference.safetensors", dest)
+    if (run_dir / APPLICABILITY_FILE).is_file():
+        shutil.copy(run_dir / APPLICABILITY_FILE, dest)
     for path in dest.iterdir():
         path.chmod(0o644)  # package data: readable by every user, whatever the umask of whoever installed it
     return dest

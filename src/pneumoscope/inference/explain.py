@@ -114,14 +114,15 @@ def overlay_heatmap(gray: np.ndarray, heatmap: np.ndarray, image_weight: float =
 
 def explain_image(
     predictor: Predictor, model: Any, gray: np.ndarray, prepared: np.ndarray, method: str,
-    target_class: str | int | None,
+    target_class: str | int | None, loaded: Any = None,
 ) -> dict[str, Any]:
-    """Heatmap of ``prepared`` (the model input of ``gray``) for the predicted or chosen class."""
+    """Heatmap of ``prepared`` (the model input of ``gray``) for the predicted or chosen class; ``loaded`` (the
+    ``LoadedImage`` of ``gray``, with its DICOM header) gives the prediction its full scope verdict."""
     import torch
     from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget, ClassifierOutputTarget
 
     cam_class = _cam_class(method)
-    prediction = predictor.predict_arrays([gray])[0]
+    prediction = predictor.predict_arrays([gray if loaded is None else loaded])[0]
     index = resolve_class(predictor.classes, target_class, prediction["label"])
     cam_model = _cam_model(predictor, model)
     layer = _target_layer(cam_model)
@@ -141,7 +142,8 @@ def explain_image(
         "method": method,
         "label": prediction["label"],
         "probabilities": prediction["probabilities"],
-        "ood": prediction["ood"],
+        "in_scope": prediction["in_scope"],
+        "scope_reason": prediction["scope_reason"],
     }
 
 

@@ -1,16 +1,16 @@
 """ONNX export: the whole ``Classifier`` (grey input adapter included) with a dynamic batch axis, the model's metadata
 in the file's ``metadata_props``, a check with ``onnx.checker`` and a parity check against PyTorch.
 
-Outputs: ``logits`` (B, C) and, where the model has a final Linear layer, ``features`` (B, D) — its input, for the
-OOD feature check. Temperature, threshold and softmax are applied by ``Predictor`` from the metadata, exactly as for
-the PyTorch model, so both paths share one post-processing code.
+Outputs: ``logits`` (B, C) and, where the model has a final Linear layer, ``features`` (B, D) — its input (the
+penultimate features, for the shortcut audit and users' own analyses). Temperature, threshold and softmax are applied
+by ``Predictor`` from the metadata (which also carries the model's training population, for the scope verdict),
+exactly as for the PyTorch model, so both paths share one post-processing code.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,14 +18,12 @@ from typing import Any
 import numpy as np
 
 from pneumoscope.errors import ConfigError, ModelError
-from pneumoscope.files import atomic_path
-from pneumoscope.inference import ood
 from pneumoscope.inference.backends import ONNX_META_KEY, forward_with_features, last_linear
 from pneumoscope.inference.model_files import open_folder, open_onnx, resolve
+from pneumoscope.inference.onnx_io import DEFAULT_OPSET, write_onnx
 from pneumoscope.inference.predictor import Predictor
 
 FORMATS = ("onnx",)
-DEFAULT_OPSET = 17
 PARITY_TOLERANCE = 1e-4
 
 
@@ -55,31 +53,6 @@ def _with_features(model: Any, head: Any) -> Any:
     return WithFeatures()
 
 
-def calibrate_feature_guard(ref: str | Path, images: list[str | Path], batch_size: int = 32,
-                            n_components: int = 32) -> Path:
-    """Fit the OOD feature reference of model folder ``ref`` on ``images`` (its training X-rays; files or folders)
-    and write ``ood_reference.safetensors`` beside the weights. Returns that file's path."""
-    from pneumoscope.inference.sources import iter_image_files, load_input
-
-    model = resolve(ref)
-    if model.kind != "folder":
-        raise ConfigError("the OOD feature reference is stored beside the weights; pass a model folder.",
-                          path=model.path, fix="pass the run folder (or bundled name), not a file.")
-    predictor = open_folder(model, "cpu")
-    features, batch = [], []
-    for path in iter_image_files(images):
-        batch.append(load_input(path).gray)
-        if len(batch) == batch_size:
-            features.append(predictor.features_arrays(batch, batch_size))
-            batch = []
-    if batch:
-        features.append(predictor.features_arrays(batch, batch_size))
-    if not features:
-        raise ConfigError("no images to fit the OOD feature reference on.", fix="pass the training image folder.")
-    reference = ood.fit_feature_reference(np.concatenate(features), n_components=n_components)
-    return reference.save(predictor.source)
-
-
 def onnx_metadata(predictor: Predictor) -> dict[str, str]:
     """The ``metadata_props`` written into the ONNX file (the Predictor reads the ``pneumoscope`` JSON)."""
     meta = dict(predictor.info.raw)
@@ -103,8 +76,6 @@ def onnx_metadata(predictor: Predictor) -> dict[str, str]:
         "preprocessing": json.dumps(meta["preprocessing"]),
         "input": "image: float32 (batch, 1, image_size, image_size), grey values in [0, 1] after preprocess()",
     }
-    if predictor.feature_reference is not None:
-        props[ood.FEATURE_REFERENCE_FILE] = predictor.feature_reference.to_text()
     return props
 
 
@@ -125,7 +96,6 @@ def export_onnx(ref: str | Path, out: Path, opset: int = DEFAULT_OPSET, parity_i
 def export_predictor(predictor: Predictor, out: Path, opset: int = DEFAULT_OPSET,
                      parity_images: list[np.ndarray] | None = None) -> ExportResult:
     """Export a PyTorch ``predictor`` to ``out`` (see ``export_onnx``)."""
-    import onnx
     import torch
 
     # A private copy: the exporter restores the train/eval mode of the module it was given, and a fresh wrapper
@@ -136,26 +106,10 @@ def export_predictor(predictor: Predictor, out: Path, opset: int = DEFAULT_OPSET
     module = (_with_features(model, head) if has_features else model).eval()
     outputs = ("logits", "features") if has_features else ("logits",)
     size = predictor.image_size
-    dummy = torch.rand(2, 1, size, size)
     out = Path(out)
     try:
-        with atomic_path(out, suffix=".onnx") as tmp:
-            with warnings.catch_warnings(), torch.no_grad():
-                warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
-                torch.onnx.export(
-                    module, (dummy,), str(tmp), dynamo=False, input_names=["image"], output_names=list(outputs),
-                    dynamic_axes={name: {0: "batch"} for name in ("image", *outputs)}, opset_version=opset,
-                    do_constant_folding=True,
-                )
-            proto = onnx.load(str(tmp))
-            del proto.metadata_props[:]
-            for key, value in onnx_metadata(predictor).items():
-                proto.metadata_props.add(key=key, value=value)
-            proto.doc_string = f"Pneumoscope {predictor.task or ''} classifier {predictor.model_id}"
-            onnx.checker.check_model(proto, full_check=True)
-            onnx.save(proto, str(tmp))
-    except ModelError:
-        raise
+        write_onnx(module, torch.rand(2, 1, size, size), out, "image", outputs, onnx_metadata(predictor),
+                   f"Pneumoscope {predictor.task or ''} classifier {predictor.model_id}", opset)
     except Exception as error:  # noqa: BLE001 - exporter failures are many types; report them as one line
         raise ModelError(f"ONNX export failed ({type(error).__name__}: {error}).", path=predictor.source,
                          fix=f"check that the architecture supports ONNX export (opset {opset}).") from None

@@ -10,12 +10,10 @@ for it. Where no such export exists or it fails, prediction stays on PyTorch.
 from __future__ import annotations
 
 import functools
-import logging
-import os
 from pathlib import Path
 
-from pneumoscope.errors import ModelError, PneumoscopeError
-from pneumoscope.files import atomic_path
+from pneumoscope.errors import ModelError
+from pneumoscope.inference.applicability_runtime import ApplicabilityRunner, load_runner
 from pneumoscope.inference.backends import EXPORTED_ONNX_FILE
 from pneumoscope.inference.export import export_predictor
 from pneumoscope.inference.model_files import (
@@ -27,20 +25,23 @@ from pneumoscope.inference.model_files import (
     resolve,
     torch_backend,
 )
+from pneumoscope.inference.onnx_io import cache_path, cached_export
 from pneumoscope.inference.predictor import Predictor
+from pneumoscope.models.applicability import check_path_for
 
-ONNX_CACHE_DIR = "onnx"
 BACKENDS = ("auto", "pytorch", "onnx")
 
-log = logging.getLogger(__name__)
 
-
-def load_predictor(ref: str | Path, device: str = "cpu", task: str | None = None, backend: str = "auto") -> Predictor:
+def load_predictor(ref: str | Path, device: str = "cpu", task: str | None = None, backend: str = "auto",
+                   applicability: str | Path | ApplicabilityRunner | None = "auto") -> Predictor:
     """Load a run folder, a ``model.safetensors``, an ``.onnx`` file or a bundled model name.
 
     ``task``, when given, must match the model's task (ModelError otherwise). ``backend`` for model folders:
     ``auto`` predicts through onnxruntime on the CPU when an export of these very weights is at hand (see the module
     docstring), else PyTorch; ``pytorch`` / ``onnx`` force one. Explanations always run on the PyTorch model.
+    ``applicability``: ``auto`` uses ``check_path_for`` the model (``$PNEUMOSCOPE_APPLICABILITY``, the model
+    folder's own check, else the shipped one); a path or a runner uses that check; None none (the scope verdict then
+    has the header and image checks only).
     """
     if backend not in BACKENDS:
         raise ModelError(f"unknown backend {backend!r}.", fix="use auto, pytorch or onnx.")
@@ -56,7 +57,18 @@ def load_predictor(ref: str | Path, device: str = "cpu", task: str | None = None
     if task is not None and predictor.task is not None and predictor.task != task:
         raise ModelError(f"this model was trained for task {predictor.task!r}, not {task!r}.", path=predictor.source,
                          fix=f"use a model trained for {task!r}, or drop --task.")
+    predictor.applicability = applicability_runner(applicability, predictor.source)
     return predictor
+
+
+def applicability_runner(choice: str | Path | ApplicabilityRunner | None, source: Path) -> ApplicabilityRunner | None:
+    """The runner ``load_predictor``'s ``applicability`` argument asks for (see there)."""
+    if choice is None or isinstance(choice, ApplicabilityRunner):
+        return choice
+    if str(choice) == "auto":
+        path = check_path_for(source if source.is_dir() else None)
+        return None if path is None else load_runner(path)
+    return load_runner(Path(choice))
 
 
 def _exported(model: ModelRef, device: str, required: bool) -> Predictor | None:
@@ -65,12 +77,12 @@ def _exported(model: ModelRef, device: str, required: bool) -> Predictor | None:
     meta, digest = folder_meta(model)
     identity = folder_identity(model, meta, digest)
     sibling = model.path / EXPORTED_ONNX_FILE
-    cached = onnx_cache_file(model.name or model.path.name or "model", digest)
+    cached = cache_path(f"{model.name or model.path.name or 'model'}-{digest[:16]}")
     torch_loaded = None
     candidate = sibling if sibling.is_file() else cached if cached.is_file() else None
     if candidate is None and model.name is not None:
         torch_loaded = open_folder(model, device)
-        candidate = _export_into_cache(torch_loaded, cached, required)
+        candidate = cached_export(cached, functools.partial(export_predictor, torch_loaded), required)
     if candidate is None:
         if required:
             raise ModelError(f"no {EXPORTED_ONNX_FILE} beside the model.", path=model.path,
@@ -87,28 +99,4 @@ def _exported(model: ModelRef, device: str, required: bool) -> Predictor | None:
         torch_loader = lambda: loaded
     else:
         torch_loader = functools.partial(torch_backend, model, device)
-    identity["feature_reference"] = identity["feature_reference"] or exported.feature_reference
     return Predictor(exported.runner, meta, **identity, torch_loader=torch_loader)
-
-
-def onnx_cache_file(stem: str, digest: str) -> Path:
-    """Where the cache keeps the ONNX export of the weights with SHA-256 ``digest``."""
-    from pneumoscope.paths import cache_root
-
-    return cache_root() / ONNX_CACHE_DIR / f"{stem.replace(os.sep, '_')}-{digest[:16]}.onnx"
-
-
-def _export_into_cache(predictor: Predictor, path: Path, required: bool) -> Path | None:
-    """Export ``predictor`` (PyTorch) to ``path`` with the parity check. Where the export or the cache fails:
-    ModelError if ``required``, else a logged warning and None. Concurrent first uses each export to a private
-    temporary file; the last rename wins."""
-    try:
-        with atomic_path(path, suffix=".onnx") as tmp:
-            export_predictor(predictor, tmp)
-    except (PneumoscopeError, OSError) as error:
-        if required:
-            raise ModelError(f"cannot export this model to ONNX in the cache ({error}).", path=path.parent,
-                             fix="set PNEUMOSCOPE_CACHE to a writable folder, or use --backend pytorch.") from None
-        log.warning("ONNX export into the cache failed (%s); predicting with PyTorch.", error)
-        return None
-    return path

@@ -7,13 +7,15 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from pneumoscope.data.populations import Population, recorded_population
 from pneumoscope.errors import ModelError, PneumoscopeError
-from pneumoscope.inference import bundled, ood
+from pneumoscope.inference import bundled
 from pneumoscope.inference.backends import ONNX_META_KEY, OnnxBackend, TorchBackend, file_sha256
 from pneumoscope.inference.predictor import Predictor, model_stem
 from pneumoscope.models.meta import META_FILE, WEIGHTS_FILE, ModelMeta, read_meta_file
 
 CARD_FILE = bundled.CARD_FILE
+RUN_MANIFEST = "manifest.csv"
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ def folder_identity(ref: ModelRef, meta: ModelMeta, digest: str) -> dict:
     """The ``Predictor`` keywords that identify a model folder, whichever backend runs it."""
     card = ref.path / CARD_FILE
     return {"model_id": f"{ref.name or model_stem(meta)}-{digest[:12]}", "weights_sha256": digest,
-            "source": ref.path, "feature_reference": ood.FeatureReference.load(ref.path),
+            "source": ref.path, "population": recorded_population(meta, ref.path / RUN_MANIFEST),
             "card_text": card.read_text(encoding="utf-8") if card.is_file() else None, "name": ref.name}
 
 
@@ -99,9 +101,7 @@ def open_onnx(path: Path, device: str) -> Predictor:
     except json.JSONDecodeError:
         raise ModelError("the ONNX file's pneumoscope metadata is not valid JSON.", path=path,
                          fix="re-export it with `pneumoscope export`.") from None
-    reference = custom.get(ood.FEATURE_REFERENCE_FILE)
     meta = ModelMeta.from_dict(raw, path)
     return Predictor(backend, meta, model_id=f"{model_stem(meta)}-onnx-{file_sha256(path)[:12]}",
                      weights_sha256=raw.get("weights_sha256"), source=path,
-                     feature_reference=ood.FeatureReference.from_text(reference, str(path)) if reference else None,
-                     card_text=raw.get("model_card"))
+                     population=Population.from_dict(raw.get("population")), card_text=raw.get("model_card"))

@@ -1,6 +1,8 @@
 """``Predictor``: one trained model ready to classify images, with temperature scaling, the stored operating
-threshold, TTA and the OOD guard. ``inference.loading.load_predictor`` makes one from a run folder, a
-``model.safetensors``, an ``.onnx`` file or a bundled name; ``Predictor.from_model`` from a model in memory.
+threshold, TTA and the scope verdict (does the model apply to the image: ``models.scope``, with the applicability
+check of ``inference.applicability_runtime`` and the model's training population from its metadata).
+``inference.loading.load_predictor`` makes one from a run folder, a ``model.safetensors``, an ``.onnx`` file or a
+bundled name; ``Predictor.from_model`` from a model in memory.
 
 Thread safety: after ``load_predictor`` returns, ``predict_arrays``, ``predict_files`` and
 ``features_arrays`` may be called from several threads at once (PyTorch forward passes run under
@@ -21,25 +23,33 @@ from typing import Any
 
 import numpy as np
 
+from pneumoscope.data import image_stats
+from pneumoscope.data.dicom_header import DicomHeader
 from pneumoscope.data.imaging import check_geometry
+from pneumoscope.data.populations import UNKNOWN_POPULATION, Population
 from pneumoscope.errors import ModelError, PneumoscopeError
-from pneumoscope.inference import ood
+from pneumoscope.inference.applicability_runtime import ApplicabilityRunner
 from pneumoscope.inference.backends import OnnxBackend, TorchBackend
 from pneumoscope.inference.sources import LoadedImage, load_input
 from pneumoscope.inference.tta import check_views, reduce_views, tta_batch
+from pneumoscope.models import scope
+from pneumoscope.models.applicability import applicability_input
 from pneumoscope.models.meta import ModelMeta
 
 
 @dataclass(frozen=True)
 class ReadyInput:
-    """One image ready for the model: its preprocessed input (S, S) float32 and its OOD image statistics."""
+    """One image ready for the model: its preprocessed input (S, S) float32, its image statistics, the applicability
+    check's thumbnail and, for DICOM files, its header."""
 
     prepared: np.ndarray
-    stats: ood.ImageStats
+    stats: image_stats.ImageStats
+    header: DicomHeader | None = None
+    thumbnail: np.ndarray | None = None
 
 
 class Predictor:
-    """A loaded model that turns images into labels, probabilities, OOD flags and heatmaps."""
+    """A loaded model that turns images into labels, probabilities, scope verdicts and heatmaps."""
 
     def __init__(
         self,
@@ -48,7 +58,8 @@ class Predictor:
         *,
         model_id: str,
         source: Path,
-        feature_reference: ood.FeatureReference | None = None,
+        applicability: ApplicabilityRunner | None = None,
+        population: Population = UNKNOWN_POPULATION,
         card_text: str | None = None,
         name: str | None = None,
         torch_loader: Callable[[], TorchBackend] | None = None,
@@ -68,7 +79,8 @@ class Predictor:
         self.temperature: float = info.temperature
         self.model_id = model_id
         self.source = source
-        self.feature_reference = feature_reference
+        self.applicability = applicability
+        self.population = population
         self._card_text = card_text
         self._name = name
         self._explain_lock = threading.Lock()
@@ -82,7 +94,8 @@ class Predictor:
         training, for report heatmaps)."""
         info = ModelMeta.from_dict(meta, name or "in-memory model")
         return cls(TorchBackend(model, device), info, model_id=f"{name or model_stem(info)}-in-memory",
-                   source=Path(name or "in-memory model"), name=name)
+                   source=Path(name or "in-memory model"), name=name,
+                   population=Population.from_dict(meta.get("population")))
 
     @property
     def torch_backend(self) -> TorchBackend | None:
@@ -137,8 +150,25 @@ class Predictor:
             "temperature": self.temperature,
             "val_metrics": meta.get("val_metrics"),
             "pneumoscope_version": meta.get("pneumoscope_version"),
-            "ood_guard": {"image_statistics": True, "feature_check": self.feature_reference is not None},
+            "scope": self.scope_description,
             "model_card": self._card_text,
+        }
+
+    @property
+    def scope_description(self) -> dict[str, Any]:
+        """Which scope checks this model runs, its training population and the flag rates measured for it."""
+        runner = self.applicability
+        population = self.population
+        return {
+            "dicom_header": True,
+            "image_statistics": True,
+            "chest_xray_check": runner is not None,
+            "population_check": runner is not None and population.checked,
+            "population": population.as_dict(),
+            "note": None if runner is not None and population.checked else (
+                "no applicability check is installed: only the DICOM header and image statistics are checked"
+                if runner is None else f"population not checked: the model's population is {population.name}"),
+            "measured": (self.info.get("scope") or {}).get("flag_rates"),
         }
 
     # ------------------------------------------------------------------ inputs
@@ -174,54 +204,62 @@ class Predictor:
         """Predict on in-memory images, batched; one result dict per image, in order.
 
         Images are grey (H, W) or RGB(A) (H, W, 3|4) arrays (uint8, uint16, or float in [0, 1]), or ``LoadedImage``s
-        from ``sources.load_input`` / ``load_input_bytes`` (which keep the original's colourfulness for the OOD guard).
-        Result keys: ``label``, ``probabilities`` {class: p}, ``threshold``, ``ood``, ``ood_score``, ``ood_reasons``,
-        and ``p_std`` {class: spread} when ``tta`` > 0.
+        from ``sources.load_input`` / ``load_input_bytes`` (which keep the original's colourfulness and DICOM header
+        for the scope checks). Result keys: ``label``, ``probabilities`` {class: p}, ``threshold``, ``in_scope``,
+        ``scope_reason`` (empty when in scope), ``scope_detail``, ``scope_checks`` {check: {value, ok, reason,
+        detail}} (``scope.ScopeVerdict``), and ``p_std`` {class: spread} when ``tta`` > 0.
         """
         check_views(tta)
         return self._predict_ready([self.ready(as_loaded_image(item)) for item in images], tta)
 
     def ready(self, item: LoadedImage) -> ReadyInput:
-        """The model input and OOD statistics of one decoded image (the per-image CPU work before the model)."""
-        return ReadyInput(self.prepare(item.pixels), ood.image_stats(item.pixels, item.colourfulness))
+        """The model input, image statistics, applicability thumbnail and header of one decoded image (the
+        per-image CPU work before the model)."""
+        small = image_stats.downsample(item.pixels)
+        runner = self.applicability
+        return ReadyInput(self.prepare(item.pixels), image_stats.thumbnail_stats(small, item.colourfulness),
+                          item.header, None if runner is None else applicability_input(small, runner.input_size))
 
     def _predict_ready(self, ready: Sequence[ReadyInput], tta: int) -> list[dict[str, Any]]:
         n_views = check_views(tta)
         if not ready:
             return []
         prepared = np.stack([item.prepared for item in ready])
-        want_features = self.feature_reference is not None
         spread = None
         if n_views:
-            logits, features = self._logits_and_features(tta_batch(prepared, n_views), want_features)
-            features = None if features is None else features[::n_views]
+            logits, _ = self._logits_and_features(tta_batch(prepared, n_views), False)
             probabilities, spread = reduce_views(self.probabilities_from_logits(logits), n_views)
         else:
-            logits, features = self._logits_and_features(prepared, want_features)
+            logits, _ = self._logits_and_features(prepared, False)
             probabilities = self.probabilities_from_logits(logits)
-        feature_scores = self.feature_reference.score(features) if want_features and features is not None else None
-        results = []
-        for i, item in enumerate(ready):
-            verdict = ood.combine(ood.image_score(item.stats),
-                                  None if feature_scores is None else float(feature_scores[i]))
-            results.append(self._result(probabilities[i], None if spread is None else spread[i], verdict))
-        return results
+        verdicts = self.scope_verdicts(ready)
+        return [self._result(probabilities[i], None if spread is None else spread[i], verdicts[i])
+                for i in range(len(ready))]
 
-    def _result(self, probabilities: np.ndarray, spread: np.ndarray | None, verdict: ood.OODResult) -> dict:
+    def scope_verdicts(self, ready: Sequence[ReadyInput]) -> list[scope.ScopeVerdict]:
+        """The scope verdict of each input from its header, image statistics and the applicability check."""
+        runner = self.applicability
+        judged = [item for item in ready if item.thumbnail is not None]
+        results = iter(runner.judge(np.stack([item.thumbnail for item in judged])) if runner and judged else [])
+        check = None if runner is None else runner.check
+        return [scope.verdict(item.header, image_stats.image_score(item.stats),
+                              next(results) if item.thumbnail is not None and runner else None, check,
+                              self.population)
+                for item in ready]
+
+    def _result(self, probabilities: np.ndarray, spread: np.ndarray | None, verdict: scope.ScopeVerdict) -> dict:
         result: dict[str, Any] = {
             "label": self.label_of(probabilities),
             "probabilities": {c: float(p) for c, p in zip(self.classes, probabilities, strict=True)},
             "threshold": self.threshold,
-            "ood": verdict.ood,
-            "ood_score": round(verdict.score, 4),
-            "ood_reasons": list(verdict.reasons),
+            **verdict.as_fields(),
         }
         if spread is not None:
             result["p_std"] = {c: float(s) for c, s in zip(self.classes, spread, strict=True)}
         return result
 
     def features_arrays(self, images: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
-        """Penultimate features (N, D) of grey images, for fitting the OOD feature reference."""
+        """Penultimate features (N, D) of grey images (for analyses of what the model computes)."""
         chunks = []
         for start in range(0, len(images), batch_size):
             prepared = np.stack([self.prepare(as_loaded_image(im).gray) for im in images[start : start + batch_size]])
@@ -287,7 +325,7 @@ class Predictor:
         loaded = as_loaded_image(image)
         prepared = self.prepare(loaded.gray)
         with self._explain_lock:
-            return explain_image(self, self.torch_backend.model, loaded.gray, prepared, method, target_class)
+            return explain_image(self, self.torch_backend.model, loaded.gray, prepared, method, target_class, loaded)
 
 
 def as_loaded_image(image: np.ndarray | LoadedImage) -> LoadedImage:
@@ -315,7 +353,7 @@ def as_loaded_image(image: np.ndarray | LoadedImage) -> LoadedImage:
     if scaled.ndim == 2:
         return LoadedImage(scaled, 0.0)
     rgb = scaled[..., :3]
-    return LoadedImage(rgb_to_gray(rgb), ood.colourfulness(rgb))
+    return LoadedImage(rgb_to_gray(rgb), image_stats.colourfulness(rgb))
 
 
 def rgb_to_gray(rgb: np.ndarray) -> np.ndarray:

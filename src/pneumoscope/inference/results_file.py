@@ -21,11 +21,11 @@ FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "json"}
 
 def prediction_columns(classes: Sequence[str], tta: int = 0) -> list[str]:
     """The columns of a prediction table: path, label, a probability per class (and its spread over the TTA
-    views), the threshold, the OOD verdict and the error of a file that could not be read."""
+    views), the threshold, the scope verdict and the error of a file that could not be read."""
     columns = ["path", "label", *[f"p_{c}" for c in classes]]
     if tta:
         columns += [f"p_std_{c}" for c in classes]
-    return columns + ["threshold", "ood", "ood_score", "ood_reason", "error"]
+    return columns + ["threshold", "in_scope", "scope_reason", "scope_checks", "error"]
 
 
 def prediction_row(result: dict[str, Any], classes: Sequence[str], tta: int = 0) -> dict[str, Any]:
@@ -33,8 +33,8 @@ def prediction_row(result: dict[str, Any], classes: Sequence[str], tta: int = 0)
     row: dict[str, Any] = dict.fromkeys(prediction_columns(classes, tta))
     row.update(path=result.get("path"), error=result.get("error") or None)
     if "label" in result:
-        row.update(label=result["label"], threshold=result["threshold"], ood=result["ood"],
-                   ood_score=result["ood_score"], ood_reason="; ".join(result.get("ood_reasons", [])) or None)
+        row.update(label=result["label"], threshold=result["threshold"], in_scope=result["in_scope"],
+                   scope_reason=result["scope_reason"] or None, scope_checks=result["scope_checks"])
         for name in classes:
             row[f"p_{name}"] = round(result["probabilities"][name], 6)
             if tta:
@@ -71,6 +71,7 @@ class ResultWriter:
     def write(self, row: dict[str, Any]) -> None:
         flat = {column: row.get(column) for column in self.columns}
         if self.format == "csv":
+            flat["scope_checks"] = format_checks(flat.get("scope_checks"))
             self.csv.writerow({k: "" if v is None else v for k, v in flat.items()})
         else:
             text = json.dumps(flat)
@@ -90,13 +91,22 @@ class ResultWriter:
         self.handle.close()
 
 
+def format_checks(checks: dict[str, Any] | None) -> str | None:
+    """A row's ``scope_checks`` as one CSV cell: ``name=value ok|reason`` joined by ``; ``."""
+    if not checks:
+        return None
+    return "; ".join(f"{name}={check['value']} {'ok' if check['ok'] else check['reason']}"
+                     for name, check in checks.items())
+
+
 @dataclass
 class PredictionCounts:
-    """What a prediction run wrote: files, unreadable ones (and the first reason), flagged ones, labels."""
+    """What a prediction run wrote: files, unreadable ones (and the first reason), those out of the model's scope,
+    labels."""
 
     images: int = 0
     errors: int = 0
-    flagged: int = 0
+    out_of_scope: int = 0
     labels: Counter[str] = field(default_factory=Counter)
     first_error: str = ""
 
@@ -107,7 +117,7 @@ class PredictionCounts:
             self.first_error = self.first_error or row["error"]
         else:
             self.labels[row["label"]] += 1
-            self.flagged += bool(row["ood"])
+            self.out_of_scope += not row["in_scope"]
 
 
 def predict_to_file(predictor: Predictor, inputs: Sequence[str | Path], out: Path, *, batch_size: int = 32,

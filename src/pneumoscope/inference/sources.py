@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pneumoscope.data.dicom_header import DicomHeader
 from pneumoscope.data.imaging import IMAGE_SUFFIXES  # the formats the data layer decodes
 from pneumoscope.errors import DataError
 
@@ -87,10 +88,12 @@ def count_image_files(inputs: Iterable[str | Path]) -> int:
 @dataclass(frozen=True)
 class LoadedImage:
     """A decoded input: its grey pixels as decoded (uint8 for 8-bit files, else float32 in [0, 1]; see
-    ``pneumoscope.data.imaging``) and the colourfulness of its original (0 for grey files)."""
+    ``pneumoscope.data.imaging``), the colourfulness of its original (0 for grey files) and, for DICOM files, what
+    the header says about the acquisition (read before the pixels)."""
 
     pixels: np.ndarray
     colourfulness: float = 0.0
+    header: DicomHeader | None = None
 
     @functools.cached_property
     def gray(self) -> np.ndarray:
@@ -102,7 +105,7 @@ class LoadedImage:
 
 def _pil_colourfulness(data: bytes) -> float:
     """Colourfulness of a colour raster, decoded at reduced size; 0 for grey files or anything PIL cannot read."""
-    from pneumoscope.inference.ood import colourfulness
+    from pneumoscope.data.image_stats import colourfulness
 
     try:
         with Image.open(io.BytesIO(data)) as image:
@@ -117,7 +120,7 @@ def _pil_colourfulness(data: bytes) -> float:
 
 def _dicom_colourfulness(data: bytes) -> float:
     """Colourfulness of a colour DICOM (e.g. a secondary capture of a photo); 0 for monochrome ones."""
-    from pneumoscope.inference.ood import colourfulness
+    from pneumoscope.data.image_stats import colourfulness
 
     try:
         import pydicom
@@ -151,13 +154,16 @@ def load_input(path: str | Path) -> LoadedImage:
 
 def load_input_bytes(data: bytes, name: str = "upload") -> LoadedImage:
     """Decode an uploaded file (ImageLoadError naming ``name`` if it cannot be used, ``check_geometry`` included)
-    and measure its colour."""
+    and measure its colour; a DICOM file's header is read and checked first (``data.dicom_header``)."""
+    from pneumoscope.data.dicom_header import read_header
     from pneumoscope.data.imaging import check_geometry, decode_image_bytes, is_dicom_bytes
 
+    dicom = is_dicom_bytes(data) or _is_dicom_name(name)
+    header = read_header(data) if dicom else None
     pixels = decode_image_bytes(data, name).gray
     check_geometry(pixels.shape[1], pixels.shape[0], name)
-    colour = _dicom_colourfulness(data) if is_dicom_bytes(data) or _is_dicom_name(name) else _pil_colourfulness(data)
-    return LoadedImage(pixels, colour)
+    colour = _dicom_colourfulness(data) if dicom else _pil_colourfulness(data)
+    return LoadedImage(pixels, colour, header)
 
 
 def _is_dicom_name(name: str) -> bool:

@@ -77,6 +77,7 @@ def evaluation_sections(run: RunRecord, eval_dir: Path, filters: bool = True,
         "per_class": {"table": per_class_table(m, metrics["headline"]),
                       "note": "Sensitivity = recall; specificity one-vs-rest; [95 % bootstrap CI by patient]."},
         "per_source": _per_source(metrics),
+        "scope": scope_section(metrics.get("scope")),
         "confusion_matrix": {"png": plots.plot_confusion_matrix(m["confusion_matrix"], classes),
                              "caption": "Rows: true class; columns: predicted class."},
         "roc_pr": plots.plot_roc_pr(y, probs, classes),
@@ -150,6 +151,26 @@ def calibration_section(calibration: Mapping[str, Any]) -> dict[str, Any]:
     keys = ("ece", "brier", "temperature", "ece_before", "brier_before", "n_bins")
     return {"png": plot_reliability(calibration["reliability"], calibration["ece"]),
             **{k: calibration.get(k) for k in keys}}
+
+
+def scope_section(scope: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Accuracy in scope and out of scope, and the reasons (older evaluations without them: no section)."""
+    if not scope:
+        return None
+    rows = [{"images": name.replace("_", " "), "n": scope[name]["n"], "accuracy": scope[name]["accuracy"]}
+            for name in ("in_scope", "out_of_scope")]
+    rows += [{"images": f"out of scope: {reason}", "n": n, "accuracy": None}
+             for reason, n in (scope.get("reasons") or {}).items()]
+    note = ("In scope: the model applies to the image (see docs/SCOPE.md); accuracy out of scope is what the "
+            "model would do on images it was not trained for, and its labels there are not to be trusted.")
+    population = scope.get("population")
+    if isinstance(population, Mapping) and population.get("description"):
+        note += f" Trained population: {population['description']}."
+    elif isinstance(population, str) and population:  # evaluations written before the population was a record
+        note += f" Trained population: {population}."
+    if scope.get("note"):
+        note += " " + scope["note"]
+    return {"table": pd.DataFrame(rows), "note": note}
 
 
 def _per_source(metrics: Mapping[str, Any]) -> pd.DataFrame | None:

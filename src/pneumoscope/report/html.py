@@ -396,6 +396,7 @@ SECTIONS: tuple[tuple[str, str, Renderer | None], ...] = (
     ("data_summary", "Data", _data_summary),
     ("per_class", "Per-class metrics", None),
     ("per_source", "Per-source results", None),
+    ("scope", "In scope and out of scope", None),
     ("confusion_matrix", "Confusion matrix", None),
     ("roc_pr", "ROC and precision-recall curves", None),
     ("calibration", "Calibration", _calibration),

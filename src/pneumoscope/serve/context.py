@@ -12,13 +12,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Annotated, Any, TypeVar
 
-import numpy as np
 from fastapi import Depends, Request, UploadFile
 
 from pneumoscope.inference.sources import LoadedImage
 from pneumoscope.metrics.classification import json_ready
 from pneumoscope.serve.runner import ModelRunner
-from pneumoscope.serve.schemas import ModelInfo, Prediction
+from pneumoscope.serve.schemas import ModelInfo, Prediction, ScopeCheck
 from pneumoscope.serve.uploads import MB, decode_upload, safe_filename
 
 T = TypeVar("T")
@@ -110,16 +109,17 @@ def prediction(raw: dict, name: str | None, shape: tuple[int, ...], tta: int, mo
                started: float) -> Prediction:
     """The API's ``Prediction`` of one result of ``Predictor.predict_arrays``."""
     std = raw.get("p_std")
-    score = raw.get("ood_score")
     return Prediction(
         filename=name,
         label=str(raw["label"]),
         probabilities={str(k): float(v) for k, v in raw["probabilities"].items()},
         probabilities_std={str(k): float(v) for k, v in std.items()} if isinstance(std, dict) else None,
         threshold=None if raw.get("threshold") is None else float(raw["threshold"]),
-        ood=bool(raw.get("ood", False)),
-        ood_score=None if score is None or not np.isfinite(score) else float(score),
-        ood_reasons=[str(r) for r in raw.get("ood_reasons") or []],
+        in_scope=bool(raw.get("in_scope", True)),
+        scope_reason=str(raw.get("scope_reason") or ""),
+        scope_detail=str(raw.get("scope_detail") or ""),
+        scope_checks={str(name): ScopeCheck(**json_ready(check)) for name, check in
+                      (raw.get("scope_checks") or {}).items()},
         model_id=model_id,
         width=int(shape[1]),
         height=int(shape[0]),

@@ -49,7 +49,8 @@ router = APIRouter()
 @router.post("/predict", response_model=Prediction, responses=UPLOAD_ERRORS, tags=["predict"],
              summary="Classify one chest X-ray")
 async def predict(context: Context, file: UploadField, tta: TtaQuery = 0) -> Prediction:
-    """Class, probability per class, operating threshold and out-of-distribution flag for one image."""
+    """Class, probability per class, operating threshold and the scope verdict (`in_scope`, `scope_reason`)
+    for one image."""
     started = time.perf_counter()
     image, name = await context.decode(file)
     return await context.predict_one(image, name, tta, started)
@@ -101,7 +102,9 @@ async def explain(
     result = await context.runner.explain(image, method, target_class or prediction.label)
     target = str(result.get("target_class") or target_class or prediction.label)
     pngs = await context.cpu_work(render.explain_pngs, image.gray, result, max_side, format == "json")
-    headers = {"X-Predicted-Class": prediction.label, "X-Target-Class": target}
+    headers = {"X-Predicted-Class": prediction.label, "X-Target-Class": target,
+               "X-In-Scope": "true" if prediction.in_scope else "false",
+               "X-Scope-Reason": prediction.scope_reason.encode("ascii", "replace").decode()}
     if format == "png":
         return Response(pngs.overlay, media_type="image/png", headers={
             **headers, "Content-Disposition": 'inline; filename="overlay.png"'})

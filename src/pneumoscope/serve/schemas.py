@@ -15,6 +15,17 @@ class ErrorResponse(BaseModel):
     detail: str = Field(description="What went wrong and how to fix it, in one line.")
 
 
+class ScopeCheck(BaseModel):
+    """One applicability check of a prediction."""
+
+    value: str | float | None = Field(None, description="What it measured (a header value, a score; for "
+                                                        "`population`, the probability that the image shows an "
+                                                        "adult).")
+    ok: bool = Field(description="Whether the model applies as far as this check can tell.")
+    reason: str = Field("", description="Short reason when not ok, e.g. `adult`.")
+    detail: str = Field("", description="One line for people when not ok (or why a check was not applied).")
+
+
 class Prediction(BaseModel):
     """The model's answer for one image."""
 
@@ -25,9 +36,15 @@ class Prediction(BaseModel):
         None, description="Spread of each probability over the test-time views (only with `tta` > 0).")
     threshold: float | None = Field(
         None, description="Operating threshold on the positive class's probability (binary models only).")
-    ood: bool = Field(description="True when the input does not look like a frontal chest X-ray.")
-    ood_score: float | None = Field(None, description="Out-of-distribution score (higher = less X-ray-like).")
-    ood_reasons: list[str] = Field(default_factory=list, description="Why the input was flagged, if it was.")
+    in_scope: bool = Field(description="False when the model does not apply to this image (another population, "
+                                       "not a frontal chest X-ray, another modality...): do not trust its label.")
+    scope_reason: str = Field("", description="Why it is out of scope, e.g. `adult`, `not_a_chest_xray`, `lateral`, "
+                                              "`modality CT`, `multi-frame` (several joined by `; `); empty when in "
+                                              "scope.", examples=["adult"])
+    scope_detail: str = Field("", description="The same in words, for people.")
+    scope_checks: dict[str, ScopeCheck] = Field(
+        default_factory=dict, description="Every check that ran (DICOM header: modality, body_part, view, frames, "
+                                          "age; image; chest_xray; population) and its result.")
     model_id: str = Field(description="Identifier of the model that answered.")
     width: int = Field(description="Width of the decoded image in pixels.")
     height: int = Field(description="Height of the decoded image in pixels.")

@@ -86,7 +86,7 @@ def safe_filename(name: str | None) -> str | None:
 
 def decode_upload(data: bytes, filename: str | None, max_bytes: int) -> LoadedImage:
     """Decode an uploaded image or DICOM from memory: the grey float32 (H, W) image in [0, 1] and the
-    colourfulness of the original (which the out-of-distribution guard uses).
+    colourfulness of the original (which the scope verdict's image statistics use).
 
     Raises ServeError with 400 (empty), 413 (too large), 415 (not an image by content) or 422 (an image that
     cannot be decoded: truncated, corrupt, DICOM without pixel data; or too small or too elongated to be a chest

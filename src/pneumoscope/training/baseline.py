@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from pneumoscope.data.populations import manifest_population
 from pneumoscope.tasks import task_classes
 from pneumoscope.training.config import TrainConfig
 from pneumoscope.training.finish import (
@@ -52,7 +53,8 @@ def train_logistic_regression(config: TrainConfig, model: Any, run_dir: Path, ma
     atomic_write_text(run_dir / "metrics.csv", metrics_csv_text([row]))
     operating = validation_operating_point(config, val_logits, val_labels)
     operating["val_metrics"].update(val_loss=row["val_loss"], epoch=1)
-    save_classifier(model, model_metadata(config, operating, epochs=1), run_dir)
+    save_classifier(model, model_metadata(config, operating, epochs=1, population=manifest_population(data.frame)),
+                    run_dir)
     write_curves(run_dir / "metrics.csv", run_dir / "curves.png")
     summary = {"run_dir": str(run_dir.resolve()), "task": config.task, "model": config.model.name, "epochs": 1,
                "best_epoch": 1, "val_metrics": operating["val_metrics"], "threshold": operating["threshold"],

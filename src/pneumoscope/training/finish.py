@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from pneumoscope.data.populations import Population
 from pneumoscope.files import atomic_write_text
 from pneumoscope.models.scoring import probabilities
 from pneumoscope.tasks import task_classes
@@ -114,9 +115,11 @@ def run_summary(config: TrainConfig, run_dir: Path, rows: list[dict[str, Any]], 
     }
 
 
-def model_metadata(config: TrainConfig, operating: dict[str, Any], epochs: int) -> dict[str, Any]:
+def model_metadata(config: TrainConfig, operating: dict[str, Any], epochs: int,
+                   population: Population) -> dict[str, Any]:
     """What ``model.json`` records about a trained model besides its architecture (``models.save_classifier`` adds
-    that): task, classes, preprocessing, the validation operating point and metrics, how it was trained."""
+    that): task, classes, preprocessing, the validation operating point and metrics, how it was trained, whom its
+    training images show (``data.populations``)."""
     return {
         "task": config.task,
         "classes": list(task_classes(config.task)),
@@ -128,6 +131,7 @@ def model_metadata(config: TrainConfig, operating: dict[str, Any], epochs: int) 
         "val_metrics": operating["val_metrics"],
         "pneumoscope_version": __version__,
         "training": {"preset": config.preset, "epochs": int(epochs), "seed": config.seed},
+        "population": population.as_dict(),
     }
 
 

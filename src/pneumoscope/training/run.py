@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from pneumoscope.data.populations import manifest_population
 from pneumoscope.device import resolve_accelerator, resolve_channels_last, resolve_precision
 from pneumoscope.errors import ConfigError, DataError
 from pneumoscope.tasks import label_column, task_classes
@@ -269,7 +270,8 @@ def _finalize(config, run_dir, trainer, module, datamodule, accelerator, counts,
     recorder = next(c for c in trainer.callbacks if isinstance(c, EpochRecorder))
     best = best_row(recorder.rows)  # the epoch whose weights best.ckpt holds
     operating["val_metrics"].update(val_loss=best["val_loss"], epoch=best["epoch"])
-    save_classifier(model, model_metadata(config, operating, len(recorder.rows)), run_dir)
+    save_classifier(model, model_metadata(config, operating, len(recorder.rows),
+                                          manifest_population(datamodule.frame)), run_dir)
     write_curves(run_dir / "metrics.csv", run_dir / "curves.png")
     summary = run_summary(config, run_dir, recorder.rows, operating, counts, accelerator,
                           str(trainer.precision), time.perf_counter() - wall_start, resumed)

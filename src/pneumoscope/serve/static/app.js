@@ -132,17 +132,40 @@
     renderBars(prediction);
     renderThreshold(prediction);
     renderDetails(prediction, result);
-    const ood = $("ood-warning");
-    ood.hidden = !prediction.ood;
-    if (prediction.ood) {
-      const reasons = (prediction.ood_reasons || []).join("; ");
-      $("ood-detail").textContent =
-        "The input does not look like a frontal chest X-ray" + (reasons ? " (" + reasons + ")" : "") +
-        ". Do not rely on the classification below.";
-    }
+    renderScope(prediction);
     $("viewer-panel").hidden = false;
     $("result-panel").hidden = false;
     document.body.classList.add("has-result");
+  }
+
+  const SCOPE_TITLES = {
+    adult: "This looks like an adult X-ray; the model was trained on young children.",
+    child: "This looks like a child's X-ray; the model was trained on adults.",
+    not_a_chest_xray: "This does not look like a chest X-ray.",
+    lateral: "This is a lateral view; the model reads frontal views.",
+    "multi-frame": "This file holds several frames; the model reads single radiographs.",
+  };
+
+  function scopeTitle(reason) {
+    const first = String(reason || "").split("; ")[0];
+    if (SCOPE_TITLES[first]) return SCOPE_TITLES[first];
+    if (first.startsWith("modality ")) return "This is not a radiograph (DICOM " + first + ").";
+    return "Outside what this model was trained for (" + first + ").";
+  }
+
+  function renderScope(prediction) {
+    const outside = prediction.in_scope === false;
+    $("scope-warning").hidden = !outside;
+    $("untrusted-tag").hidden = !outside;
+    $("prediction").classList.toggle("untrusted", outside);
+    $("bars").classList.toggle("untrusted", outside);
+    document.body.classList.toggle("out-of-scope", outside);
+    if (outside) {
+      $("scope-title").textContent = scopeTitle(prediction.scope_reason) + " Do not trust the result below.";
+      $("scope-detail").textContent =
+        "Reason: " + prediction.scope_reason + (prediction.scope_detail ? " — " + prediction.scope_detail : "") +
+        ". The label is shown only for reference.";
+    }
   }
 
   function renderBars(prediction) {
@@ -203,7 +226,7 @@
     const rows = [
       ["Model", prediction.model_id],
       ["Image", prediction.width + " × " + prediction.height + " px"],
-      ["Out-of-distribution score", prediction.ood_score === null ? "n/a" : prediction.ood_score.toFixed(2)],
+      ["In scope", prediction.in_scope ? "yes" : "no (" + prediction.scope_reason + ")"],
       ["Heatmap", (result.method === "gradcam++" ? "Grad-CAM++" : "Grad-CAM") + " for " + result.target_class],
       ["Time", Math.round(prediction.elapsed_ms) + " ms"],
     ];
