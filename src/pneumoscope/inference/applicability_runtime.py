@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from pneumoscope.errors import ModelError
+from pneumoscope.inference.backends import onnx_session
 from pneumoscope.inference.onnx_io import cache_path, cached_export, write_onnx
 from pneumoscope.models.applicability import ApplicabilityCheck, CheckResult
 
@@ -38,7 +39,7 @@ class ApplicabilityRunner:
             path = cached_export(cache_path(f"applicability-{check.sha256[:16]}"), self._export,
                                  required=backend == "onnx")
             if path is not None:
-                self._session = _session(path)
+                self._session = onnx_session(path)
 
     @property
     def backend(self) -> str:
@@ -82,7 +83,7 @@ class ApplicabilityRunner:
         probe = np.random.default_rng(0).uniform(0, 1, (4, 1, size, size)).astype(np.float32)
         with torch.inference_mode():
             want = [t.numpy() for t in net(torch.from_numpy(probe))]
-        got = _session(out).run(list(OUTPUTS), {INPUT_NAME: probe})
+        got = onnx_session(out).run(list(OUTPUTS), {INPUT_NAME: probe})
         for expected, actual in zip(want, got, strict=True):
             scale = max(1.0, float(np.abs(expected).max()))
             if float(np.abs(expected - actual).max()) > PARITY_TOLERANCE * scale:
@@ -90,11 +91,6 @@ class ApplicabilityRunner:
                                  fix="report this as a bug; prediction uses PyTorch meanwhile.")
 
 
-def _session(path: Path) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 @functools.lru_cache(maxsize=4)

@@ -86,18 +86,9 @@ class OnnxBackend:
 
     @classmethod
     def open(cls, path: Path, device: str) -> OnnxBackend:
-        """An onnxruntime session of ``path`` (CUDA when asked for and available), ModelError if unreadable."""
-        import onnxruntime as ort
-
-        providers = ["CPUExecutionProvider"]
-        if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
-        options = ort.SessionOptions()
-        # Predictions overlap with the decode threads: intra-op threads that spin while they wait for work would
-        # take the cores the decoders need.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        """An onnxruntime session of ``path`` (``onnx_session``), ModelError if unreadable."""
         try:
-            return cls(ort.InferenceSession(str(path), sess_options=options, providers=providers))
+            return cls(onnx_session(path, device))
         except Exception as error:  # noqa: BLE001 - onnxruntime raises several types for bad files
             raise ModelError(f"not a readable ONNX model ({type(error).__name__}).", path=path,
                              fix="re-export it with `pneumoscope export RUN_DIR --format onnx`.") from None
@@ -112,6 +103,22 @@ class OnnxBackend:
         outputs = self.session.run(names, {self.input_name: batch})
         features = outputs[1] if len(outputs) > 1 else None
         return outputs[0].astype(np.float32), features
+
+
+def onnx_session(path: Path, device: str = "cpu") -> Any:
+    """An onnxruntime session of ``path`` as pneumoscope runs them (CUDA when asked for and available).
+
+    Predictions overlap with the decode threads, so the intra-op threads do not spin while they wait for work (they
+    would take the cores the decoders need).
+    """
+    import onnxruntime as ort
+
+    providers = ["CPUExecutionProvider"]
+    if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), sess_options=options, providers=providers)
 
 
 def file_sha256(path: Path) -> str:
