@@ -17,7 +17,13 @@ import numpy as np
 from pneumoscope.errors import ModelError
 from pneumoscope.inference.backends import onnx_session
 from pneumoscope.inference.onnx_io import cache_path, cached_export, write_onnx
-from pneumoscope.models.applicability import ApplicabilityCheck, CheckResult
+from pneumoscope.models.applicability import (
+    EMBEDDING_GRID,
+    FORMAT_VERSION,
+    FROZEN_BLOCKS,
+    ApplicabilityCheck,
+    CheckResult,
+)
 
 PARITY_TOLERANCE = 1e-3  # on the logit and the embedding, relative to their scale
 INPUT_NAME = "thumbnail"
@@ -36,8 +42,7 @@ class ApplicabilityRunner:
         if backend not in ("auto", "onnx", "pytorch"):
             raise ModelError(f"unknown backend {backend!r}.", fix="use auto, onnx or pytorch.")
         if backend != "pytorch":
-            path = cached_export(cache_path(f"applicability-{check.sha256[:16]}"), self._export,
-                                 required=backend == "onnx")
+            path = cached_export(cache_path(export_name(check)), self._export, required=backend == "onnx")
             if path is not None:
                 self._session = onnx_session(path)
 
@@ -91,6 +96,10 @@ class ApplicabilityRunner:
                                  fix="report this as a bug; prediction uses PyTorch meanwhile.")
 
 
+def export_name(check: ApplicabilityCheck) -> str:
+    """The name of the check's ONNX export in the cache: its weights' hash and the network layout (the same weights
+    give another graph when the embedding's blocks or grid change)."""
+    return f"applicability-v{FORMAT_VERSION}-b{FROZEN_BLOCKS}g{EMBEDDING_GRID}-{check.sha256[:16]}"
 
 
 @functools.lru_cache(maxsize=4)
