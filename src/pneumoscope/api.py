@@ -25,17 +25,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from pneumoscope.errors import ConfigError, DataError, PneumoscopeError
-from pneumoscope.training.config import TrainConfig
 
 if TYPE_CHECKING:
+    import pandas as pd
     from PIL.Image import Image
 
     from pneumoscope.inference.export import ExportResult
     from pneumoscope.inference.predictor import Predictor
     from pneumoscope.inference.results_file import PredictionCounts
+    from pneumoscope.training.config import TrainConfig
 
 __all__ = [
     "Comparison",
@@ -56,6 +56,16 @@ __all__ = [
     "summarize_dataset",
     "train",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # ``TrainConfig`` (pydantic) is imported on first use, so that ``pneumoscope predict`` starts without it.
+    if name == "TrainConfig":
+        from pneumoscope.training.config import TrainConfig
+
+        return TrainConfig
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # ---------------------------------------------------------------------------------------------------- data
 
@@ -184,6 +194,8 @@ def make_config(config: TrainConfig | Mapping[str, Any] | str | Path | None = No
     updates = dict(overrides or {})
     if config is None or isinstance(config, str | Path):
         return resolve_config(config, updates, preset=preset)
+    from pneumoscope.training.config import TrainConfig
+
     if isinstance(config, TrainConfig):
         if preset is not None and preset != config.preset:
             raise ConfigError(f"this TrainConfig is already resolved with preset {config.preset!r}; a preset applies "
@@ -310,11 +322,15 @@ class Evaluation:
     @property
     def predictions(self) -> pd.DataFrame:
         """One row per scored image: path, source, patient, label, prediction, class probabilities."""
+        import pandas as pd
+
         return pd.read_csv(self.folder / "predictions.csv")
 
     def summary(self) -> pd.DataFrame:
         """The headline figures with their 95 % bootstrap CIs (columns ``value``, ``low``, ``high``), as
         ``pneumoscope evaluate`` prints them, and the generalisation proxies where they ran."""
+        import pandas as pd
+
         headline = self.metrics["headline"]
         rows = [(key, headline[key]) for key in ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc")]
         per_class = headline["per_class"]
@@ -463,6 +479,8 @@ def compare(targets: str | Path | Sequence[str | Path], *, out: str | Path | Non
         from pneumoscope.evaluation.tracking import log_comparison
 
         log_comparison(log_to, files)
+    import pandas as pd
+
     return Comparison(pd.read_csv(files["csv"]), files)
 
 
@@ -613,6 +631,8 @@ class Model:
             expanded = [file for item in items
                         for file in (iter_image_files([item]) if isinstance(item, str | Path) else [item])]
             rows = self._predict_in_memory(expanded, tta, batch_size)
+        import pandas as pd
+
         return pd.DataFrame(rows, columns=self.prediction_columns(tta))
 
     def iter_predictions(self, inputs: Iterable[str | Path], *, tta: int = 0, batch_size: int = 32,
