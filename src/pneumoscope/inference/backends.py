@@ -109,7 +109,8 @@ def onnx_session(path: Path, device: str = "cpu") -> Any:
     """An onnxruntime session of ``path`` as pneumoscope runs them (CUDA when asked for and available).
 
     Predictions overlap with the decode threads, so the intra-op threads do not spin while they wait for work (they
-    would take the cores the decoders need).
+    would take the cores the decoders need); no memory arena, which would keep every session's largest batch
+    allocated for the life of the process (peak memory of ``pneumoscope predict`` 630 -> 413 MB).
     """
     import onnxruntime as ort
 
@@ -118,6 +119,7 @@ def onnx_session(path: Path, device: str = "cpu") -> Any:
         providers.insert(0, "CUDAExecutionProvider")
     options = ort.SessionOptions()
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.enable_cpu_mem_arena = False
     return ort.InferenceSession(str(path), sess_options=options, providers=providers)
 
 
