@@ -72,8 +72,8 @@ def applicability_runner(choice: str | Path | ApplicabilityRunner | None, source
 
 
 def _exported(model: ModelRef, device: str, required: bool) -> Predictor | None:
-    """The folder's model on onnxruntime, from an export of its weights (made into the cache on first use for a
-    bundled model, or when ``required``); None where there is none and none is needed."""
+    """The folder's model on onnxruntime, from an export of its weights: ``model.onnx`` beside them, or the cache's
+    (made there on first use for a bundled model). None where there is none (ModelError if ``required``)."""
     meta, digest = folder_meta(model)
     identity = folder_identity(model, meta, digest)
     sibling = model.path / EXPORTED_ONNX_FILE
