@@ -118,7 +118,7 @@ def prediction(raw: dict, name: str | None, shape: tuple[int, ...], tta: int, mo
         in_scope=bool(raw.get("in_scope", True)),
         scope_reason=str(raw.get("scope_reason") or ""),
         scope_detail=str(raw.get("scope_detail") or ""),
-        scope_checks={str(name): ScopeCheck(**json_ready(check)) for name, check in
+        scope_checks={str(check_name): ScopeCheck(**json_ready(check)) for check_name, check in
                       (raw.get("scope_checks") or {}).items()},
         model_id=model_id,
         width=int(shape[1]),
