@@ -43,24 +43,16 @@ def write_model_figures(run: LoadedRun, eval_dir: str | Path, *, gradcam: bool =
 
 
 def _gradcam_of_errors(run: LoadedRun, eval_dir: Path, frame: Any, y: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
-    from pneumoscope.data.imaging import load_image
     from pneumoscope.inference.predictor import Predictor
     from pneumoscope.metrics.classification import most_confident_errors
-    from pneumoscope.report.build import ERROR_THUMBNAILS, error_caption
+    from pneumoscope.report.build import ERROR_THUMBNAILS, read_error_images
     from pneumoscope.report.plots import plot_thumbnails
 
     target = eval_dir / GRADCAM_ERRORS_PNG
     target.unlink(missing_ok=True)
-    grey, captions = [], []
-    for error in most_confident_errors(y, probs, run.classes, limit=ERROR_THUMBNAILS, threshold=run.threshold):
-        path = Path(str(frame["path"].iat[error["index"]]))
-        try:
-            grey.append(load_image(path))
-        except PneumoscopeError:
-            continue
-        captions.append(error_caption(error, path))
-        if len(grey) == GRADCAM_IMAGES:
-            break
+    errors = most_confident_errors(y, probs, run.classes, limit=ERROR_THUMBNAILS, threshold=run.threshold)
+    grey, captions, _ = read_error_images(errors, frame)
+    grey, captions = grey[:GRADCAM_IMAGES], captions[:GRADCAM_IMAGES]
     if not grey:
         return {"note": None}
     try:

@@ -189,22 +189,13 @@ def confident_errors_section(run: RunRecord, eval_dir: Path, frame: pd.DataFrame
                              gradcam: bool = True) -> dict[str, Any]:
     """Thumbnails of the most confident errors and, where the evaluation drew them, Grad-CAM overlays of the
     predicted class for the first few."""
-    from pneumoscope.data.imaging import load_image
     from pneumoscope.metrics.classification import most_confident_errors
     from pneumoscope.report.plots import plot_thumbnails
 
     errors = most_confident_errors(y, probs, run.classes, limit=ERROR_THUMBNAILS, threshold=run.threshold)
     if not errors:
         return {"text": "No errors: every evaluated image was classified correctly."}
-    grey, captions, missing = [], [], 0
-    for error in errors:
-        path = Path(str(frame["path"].iat[error["index"]]))
-        try:
-            grey.append(load_image(path))
-        except PneumoscopeError:
-            missing += 1
-            continue
-        captions.append(error_caption(error, path))
+    grey, captions, missing = read_error_images(errors, frame)
     if not grey:
         return {"text": "The images of the errors can no longer be read (moved or deleted)."}
     section: dict[str, Any] = {"png": plot_thumbnails(grey, captions),
@@ -221,6 +212,23 @@ def confident_errors_section(run: RunRecord, eval_dir: Path, frame: pd.DataFrame
             notes.append(drawn["note"])
     section["note"] = " ".join(notes) or None
     return section
+
+
+def read_error_images(errors: list[dict[str, Any]], frame: pd.DataFrame) -> tuple[list[Any], list[str], int]:
+    """The grey images of ``errors`` (``most_confident_errors`` on the rows of ``frame``) that can still be read,
+    their captions, and how many could not be read."""
+    from pneumoscope.data.imaging import load_image
+
+    grey, captions, missing = [], [], 0
+    for error in errors:
+        path = Path(str(frame["path"].iat[error["index"]]))
+        try:
+            grey.append(load_image(path))
+        except PneumoscopeError:
+            missing += 1
+            continue
+        captions.append(error_caption(error, path))
+    return grey, captions, missing
 
 
 def error_caption(error: Mapping[str, Any], path: Path) -> str:
