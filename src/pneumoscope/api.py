@@ -715,7 +715,7 @@ class Model:
             >>> explanation.heatmap.shape == explanation.overlay.shape[:2], explanation.target_class
             (True, 'pneumonia')
         """
-        result = self._predictor.explain_array(_loaded(image), method=method, target_class=target_class)
+        result = self._predictor.explain_array(_loaded(image, self._predictor), method=method, target_class=target_class)
         return Explanation(heatmap=result["heatmap"], overlay=result["overlay"], label=result["label"],
                            target_class=result["target_class"], method=result["method"],
                            probabilities=result["probabilities"], in_scope=bool(result["in_scope"]),
@@ -730,7 +730,7 @@ class Model:
             loaded, errors = [], {}
             for i, item in enumerate(chunk):
                 try:
-                    loaded.append(_loaded(item))
+                    loaded.append(_loaded(item, self._predictor))
                 except DataError as error:
                     if not isinstance(item, str | Path):
                         raise
@@ -816,17 +816,17 @@ def export_onnx(model: str | Path, out: str | Path | None = None, *, opset: int 
     return export_model(model, Path(out), opset=opset)
 
 
-def _loaded(image: Any) -> Any:
-    """A ``LoadedImage`` from a path, a numpy array or a PIL image (PIL images are decoded like a file of them)."""
+def _loaded(image: Any, predictor: Any) -> Any:
+    """A ``LoadedImage`` from a path, a numpy array or a PIL image (PIL images are decoded like a file of them),
+    decoded for ``predictor`` (``Predictor.load``)."""
     from pneumoscope.inference.predictor import as_loaded_image
-    from pneumoscope.inference.sources import load_input, load_input_bytes
 
     if isinstance(image, str | Path):
-        return load_input(Path(image).expanduser())
+        return predictor.load(Path(image).expanduser())
     if isinstance(image, np.ndarray):
         return as_loaded_image(image)
     if _is_pil_image(image):
-        return load_input_bytes(_png_bytes(image), "PIL image")
+        return predictor.load_bytes(_png_bytes(image), "PIL image")
     raise DataError(f"cannot read an image from a {type(image).__name__}.",
                     fix="pass a file path, a numpy array (H, W) / (H, W, 3) or a PIL image.")
 

@@ -23,6 +23,7 @@ from pneumoscope.data.imaging import (
     scan_image_file,
     unit_float,
 )
+from pneumoscope.data.preprocess import preprocess
 from pneumoscope.errors import ImageLoadError
 
 
@@ -175,6 +176,44 @@ def test_scan_records_errors_instead_of_raising(tmp_path, make_xray):
     empty.write_bytes(b"")
     bad = scan_image_file(str(empty))
     assert bad["status"] == "error" and "empty" in bad["error"] and bad["width"] is None
+
+
+# ------------------------------------------------------------------------------------------------ shrink on load
+
+
+@pytest.mark.parametrize(("side", "shrink_to", "scale"), [(2400, 64, 8), (1200, 64, 4), (1200, 128, 2),
+                                                          (1200, 256, 1), (200, 128, 1)])
+def test_jpeg_shrinks_on_load_while_both_sides_keep_twice_the_target(tmp_path, make_xray, side, shrink_to, scale):
+    image = np.asarray(Image.fromarray(make_xray(256, seed=1)).resize((side, side * 3 // 4)))
+    data = save_image(tmp_path / "big.jpeg", image, quality=95).read_bytes()
+    full = decode_image_bytes(data, "big.jpeg")
+    shrunk = decode_image_bytes(data, "big.jpeg", shrink_to=shrink_to)
+    assert full.gray.shape == image.shape and full.source_size == (side, side * 3 // 4)
+    assert shrunk.gray.shape == (-(-image.shape[0] // scale), -(-image.shape[1] // scale))
+    assert min(shrunk.gray.shape) >= min(2 * shrink_to, min(image.shape))
+    assert shrunk.source_size == full.source_size  # the geometry rule judges the file, not the decode
+    if scale > 1:  # an antialiased reduction: the same picture as the full decode, reduced
+        reduced = preprocess(full.gray, 64)
+        assert np.abs(preprocess(shrunk.gray, 64).astype(int) - reduced).mean() < 1.5
+
+
+def test_shrink_on_load_leaves_other_formats_as_stored(tmp_path, make_xray):
+    image = np.asarray(Image.fromarray(make_xray(256, seed=2)).resize((1024, 768)))
+    data = save_image(tmp_path / "big.png", image).read_bytes()
+    decoded = decode_image_bytes(data, "big.png", shrink_to=64)
+    np.testing.assert_array_equal(decoded.gray, image)
+    assert decoded.file_size is None
+
+
+def test_shrunk_rotated_jpeg_reports_its_displayed_size(tmp_path):
+    image = np.tile(np.linspace(0, 255, 1600).round().astype(np.uint8), (800, 1))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "rotated.jpeg"
+    Image.fromarray(image).save(path, exif=exif, quality=95)
+    decoded = decode_image_bytes(path.read_bytes(), path.name, shrink_to=100)
+    assert decoded.gray.shape == (400, 200) and decoded.source_size == (800, 1600)
+    assert decoded.gray[0].mean() < 30 and decoded.gray[-1].mean() > 225
 
 
 # ------------------------------------------------------------------------------------------------ DICOM

@@ -67,12 +67,14 @@ def test_predict_full_resolution_sample_and_its_dicom_copies(binary_run: Path, f
         assert row["threshold"] == "0.3" and row["in_scope"] == "True" and row["scope_reason"] == ""
         assert "image=" in row["scope_checks"] and " ok" in row["scope_checks"]
 
-    # The same pixels as DICOM (one MONOCHROME1, one without extension) give the same probabilities.
+    # The same pixels as DICOM (one MONOCHROME1, one without extension) give the same probabilities: the pixels
+    # predict decodes from the JPEG (which it shrinks on load; DICOMs are decoded as stored).
     dicoms = tmp_path / "dicom"
     dicoms.mkdir()
     sources = fullres_paths[:3]
+    jpeg_decoder = load_predictor(binary_run)
     for i, path in enumerate(sources):
-        pixels = np.asarray(Image.open(path).convert("L"))
+        pixels = jpeg_decoder.load(path).pixels
         name = ["a.dcm", "b_noext", "c.dcm"][i]
         if i == 2:
             write_dicom(dicoms / name, 255 - pixels, photometric="MONOCHROME1")

@@ -16,7 +16,6 @@ from pneumoscope.errors import DataError, ModelError
 from pneumoscope.inference import bundled
 from pneumoscope.inference.loading import load_predictor
 from pneumoscope.inference.predictor import Predictor
-from pneumoscope.inference.sources import load_input
 from pneumoscope.models.applicability import APPLICABILITY_ENV
 
 
@@ -177,8 +176,28 @@ def test_predict_files_on_full_resolution_images(predictor: Predictor, fullres_p
     for row in rows:
         assert row["error"] == "" and sum(row["probabilities"].values()) == pytest.approx(1.0)
         assert row["scope_checks"]["image"]["ok"], row
-    direct = predictor.predict_arrays([load_input(paths[0]).gray])[0]
+    direct = predictor.predict_arrays([predictor.load(paths[0]).gray])[0]  # the file decoded as predict decodes it
     assert rows[0]["probabilities"] == pytest.approx(direct["probabilities"], abs=1e-6)
+
+
+def test_a_large_jpeg_is_shrunk_on_load_into_the_input_the_training_cache_makes(predictor: Predictor, tmp_path: Path,
+                                                                                make_xray) -> None:
+    import hashlib
+
+    from PIL import Image
+
+    from pneumoscope.data.cache import decode_for_cache
+
+    path = tmp_path / "big.jpeg"
+    Image.fromarray(make_xray(256, seed=4)).resize((1600, 1200)).save(path, quality=95)
+    loaded = predictor.load(path)
+    assert loaded.size == (1600, 1200) and loaded.pixels.shape[0] < 1200  # decoded at reduced scale
+    assert min(loaded.pixels.shape) >= 2 * predictor.decode_side
+    cached = decode_for_cache((str(path), hashlib.sha256(path.read_bytes()).hexdigest(), predictor.image_size,
+                               bool(predictor.info.clahe)))
+    np.testing.assert_allclose(predictor.ready(loaded).prepared, cached / 255.0, atol=1e-6)
+    row = next(predictor.predict_files([path]))
+    assert row["probabilities"] == pytest.approx(predictor.predict_arrays([loaded])[0]["probabilities"], abs=1e-6)
 
 
 def test_corrupt_file_becomes_an_error_row(predictor: Predictor, tmp_path: Path, make_xray) -> None:

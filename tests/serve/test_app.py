@@ -70,6 +70,20 @@ def test_model_describes_the_served_model(server_url, predictor, model_dir):
     assert body["limits"] == {"max_upload_mb": 20, "max_batch_files": 8, "max_batch_mb": 80, "body_timeout_s": 20,
                               "min_body_rate_bytes_per_s": 500}
     assert "not a medical device" in body["intended_use"].lower()
+    assert body["temperature"] == pytest.approx(predictor.temperature) and body["clahe"] is False
+
+
+def test_model_schema_is_the_model_metadata_plus_the_service():
+    import dataclasses
+
+    from pneumoscope.models.meta import ModelMeta
+    from pneumoscope.serve.schemas import ModelInfo
+
+    typed = {f.name for f in dataclasses.fields(ModelMeta)} - {"raw"}
+    properties = ModelInfo.model_json_schema()["properties"]
+    assert typed <= set(properties)
+    assert all(properties[name].get("description") for name in typed)
+    assert properties["image_size"]["type"] == "integer" and properties["classes"]["type"] == "array"
 
 
 def test_predict_png_matches_the_predictor(server_url, predictor, make_xray):

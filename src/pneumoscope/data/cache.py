@@ -18,7 +18,7 @@ import numpy as np
 
 from pneumoscope.data.imaging import decode_image_bytes, read_file_bytes
 from pneumoscope.data.parallel import MIN_ITEMS_FOR_POOL, parallel_map
-from pneumoscope.data.preprocess import check_image_size, preprocess, preprocess_settings
+from pneumoscope.data.preprocess import check_image_size, decode_side, preprocess, preprocess_settings
 from pneumoscope.errors import DataError
 from pneumoscope.files import atomic_path
 from pneumoscope.paths import CACHE_ENV, cache_root
@@ -67,7 +67,7 @@ def decode_for_cache(item: tuple[str, str, int, bool]) -> np.ndarray:
     if hashlib.sha256(data).hexdigest() != expected:
         raise DataError("file changed since the manifest was built (its sha256 differs).", path=path,
                         fix="rebuild the manifest (`pneumoscope data split` or a new training run).")
-    return preprocess(decode_image_bytes(data, path).gray, size, clahe=clahe)
+    return preprocess(decode_image_bytes(data, path, decode_side(size)).gray, size, clahe=clahe)
 
 
 def _fill_rows(task: tuple[str, int, list[str], list[str], int, bool]) -> int:

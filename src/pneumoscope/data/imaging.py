@@ -4,7 +4,8 @@ Every decoder returns a grey ``(H, W)`` array where 0 is black (air) and the max
 sources (most JPEG / PNG files: no conversion of the full-resolution pixels), float32 in [0, 1] for deeper ones (16-bit
 PNG, DICOM). MONOCHROME1 DICOMs are inverted, EXIF orientation is applied, alpha is composited onto black.
 ``load_image`` always gives float32 in [0, 1]. Anything that cannot be used raises ``ImageLoadError`` naming the file
-and the fix. Conversion to 3 channels happens in the model, not here.
+and the fix. Conversion to 3 channels happens in the model, not here. A caller that will shrink the image anyway
+(``shrink_to``: the cache, prediction) gets large JPEGs decoded at reduced scale.
 """
 
 from __future__ import annotations
@@ -35,16 +36,24 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".tif", ".t
                             ".ppm", ".jp2", ".j2k"}) | DICOM_SUFFIXES
 
 _EXIF_ORIENTATION = 0x0112
+_SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})  # EXIF orientations that turn the image by 90 degrees
+
+# Shrink on load keeps at least this many decoded pixels per pixel of the caller's target side, so that the final
+# area-averaged resize still does most of the reduction (probabilities within 0.001 of a full decode for most
+# images; measured in docs/PERFORMANCE.md).
+SHRINK_MARGIN = 2
 _CORRUPT_FIX = "re-download or re-export the file, or remove it from the data set."
 
 
 @dataclass(frozen=True)
 class DecodedImage:
-    """A decoded image: ``gray`` (H, W), uint8 or float32 in [0, 1] (see the module docstring), and the container
-    format it was read from."""
+    """A decoded image: ``gray`` (H, W), uint8 or float32 in [0, 1] (see the module docstring), the container
+    format it was read from and, where it was decoded at reduced scale (``shrink_to``), the (width, height) of the
+    image in the file."""
 
     gray: np.ndarray
     format: str
+    file_size: tuple[int, int] | None = None
 
     @property
     def height(self) -> int:
@@ -53,6 +62,11 @@ class DecodedImage:
     @property
     def width(self) -> int:
         return int(self.gray.shape[1])
+
+    @property
+    def source_size(self) -> tuple[int, int]:
+        """(width, height) of the image as stored (what the geometry rule judges)."""
+        return self.file_size or (self.width, self.height)
 
 
 def load_image(path: str | Path) -> np.ndarray:
@@ -85,12 +99,17 @@ def read_file_bytes(path: str | Path) -> bytes:
                              fix="check its permissions and the disk.") from None
 
 
-def decode_image_bytes(data: bytes, name: str) -> DecodedImage:
-    """Decode ``data`` (the bytes of the file called ``name``) with Pillow or pydicom; ImageLoadError if unusable."""
+def decode_image_bytes(data: bytes, name: str, shrink_to: int | None = None) -> DecodedImage:
+    """Decode ``data`` (the bytes of the file called ``name``) with Pillow or pydicom; ImageLoadError if unusable.
+
+    ``shrink_to``: the side the caller reduces the image to (a model's input). A JPEG is then decoded at 1/2, 1/4 or
+    1/8 scale where both sides stay at least ``SHRINK_MARGIN`` times that (libjpeg's DCT scaling, "shrink on load":
+    an antialiased reduction made by the decoder, which skips most of the work of decoding every pixel).
+    """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # decoders warn about every oddity of a damaged file; we raise instead
-            return _usable(_decode(data, name), name)
+            return _usable(_decode(data, name, shrink_to), name)
     except ImageLoadError:
         raise
     except MemoryError:
@@ -101,14 +120,14 @@ def decode_image_bytes(data: bytes, name: str) -> DecodedImage:
                              fix=_CORRUPT_FIX) from None
 
 
-def _decode(data: bytes, name: str) -> DecodedImage:
+def _decode(data: bytes, name: str, shrink_to: int | None) -> DecodedImage:
     if len(data) == 0:
         raise ImageLoadError("empty file (0 bytes).", path=name, fix=_CORRUPT_FIX)
     suffix = Path(name).suffix.lower()
     if is_dicom_bytes(data):
         return DecodedImage(_decode_dicom(data, name, has_preamble=True), "dicom")
     try:
-        return _decode_with_pillow(data, name)
+        return _decode_with_pillow(data, name, shrink_to)
     except _NotRecognised:
         if suffix in DICOM_SUFFIXES or suffix == "":
             return DecodedImage(_decode_dicom(data, name, has_preamble=False), "dicom")
@@ -129,7 +148,8 @@ def _usable(decoded: DecodedImage, name: str) -> DecodedImage:
     if not (0.0 <= low and high <= 1.0):  # NaN compares false
         raise ImageLoadError("the image decodes to invalid values (NaN, infinite or out of range; e.g. a broken "
                              "rescale or window in its header).", path=name, fix=_CORRUPT_FIX)
-    return decoded if gray.dtype == np.float32 else DecodedImage(gray.astype(np.float32), decoded.format)
+    return decoded if gray.dtype == np.float32 else DecodedImage(gray.astype(np.float32), decoded.format,
+                                                                 decoded.file_size)
 
 
 def is_dicom_bytes(data: bytes) -> bool:
@@ -144,7 +164,7 @@ class _NotRecognised(Exception):
 # ------------------------------------------------------------------------------------------------ Pillow
 
 
-def _decode_with_pillow(data: bytes, name: str) -> DecodedImage:
+def _decode_with_pillow(data: bytes, name: str, shrink_to: int | None = None) -> DecodedImage:
     try:
         image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
@@ -157,17 +177,23 @@ def _decode_with_pillow(data: bytes, name: str) -> DecodedImage:
         width, height = image.size
         check_pixel_count(width, height, name)
         fmt = (image.format or "unknown").lower()
-        if fmt == "jpeg" and image.mode in ("RGB", "YCbCr"):
-            image.draft("L", image.size)  # decode the luma plane only: same values, less work
+        if fmt == "jpeg" and image.mode in ("L", "RGB", "YCbCr") and (shrink_to or image.mode != "L"):
+            # the luma plane only (same values, less work), at reduced scale if the caller shrinks the image anyway
+            side = SHRINK_MARGIN * shrink_to if shrink_to else 0
+            image.draft("L", (side, side) if side else image.size)
         try:
             image.load()
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
             raise ImageLoadError(f"truncated or corrupt image ({_one_line(error)}).", path=name,
                                  fix=_CORRUPT_FIX) from None
-        if image.getexif().get(_EXIF_ORIENTATION, 1) != 1:
+        file_size = (width, height) if image.size != (width, height) else None
+        orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+        if orientation != 1:
             image = ImageOps.exif_transpose(image)
+            if file_size and orientation in _SWAPPING_ORIENTATIONS:
+                file_size = (height, width)
         gray = _pillow_to_gray(image, name)
-    return DecodedImage(gray, fmt)
+    return DecodedImage(gray, fmt, file_size)
 
 
 def _pillow_to_gray(image: Image.Image, name: str) -> np.ndarray:

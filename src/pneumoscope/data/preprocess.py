@@ -3,7 +3,9 @@
 A grey image of any size is quantised to uint8, squashed to ``size x size`` (the public 224 px Kermany copies were
 squashed the same way, without keeping the aspect ratio), antialiased when shrinking, and optionally contrast
 equalised with CLAHE. Training and prediction must call this same function so that their inputs match. Working in
-uint8 keeps a full-resolution 8-bit image as it was decoded (no float copy of millions of pixels).
+uint8 keeps a full-resolution 8-bit image as it was decoded (no float copy of millions of pixels). Files are decoded
+for it at ``decode_side(size)``: large JPEGs at reduced scale (``data.imaging.decode_image_bytes``), the same way
+for the cache and for prediction.
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from pneumoscope.data.image_stats import STATS_SIZE
 from pneumoscope.errors import ConfigError, DataError
 
 # Bump when the output of ``preprocess`` changes for the same input: it is part of the cache key.
 # 2: quantised to uint8, then one 2-D resize (1: resized in float, one axis at a time, then quantised); the two differ
 # on about 2 pixels in 100,000, by one grey level.
-PREPROCESS_VERSION = 2
+# 3: files decoded at ``decode_side`` (JPEGs twice as large as the input or more are shrunk on load).
+PREPROCESS_VERSION = 3
 
 CLAHE_CLIP_LIMIT = 2.0
 CLAHE_TILE_GRID = (8, 8)
@@ -30,6 +34,12 @@ def preprocess(gray: np.ndarray, size: int, clahe: bool = False) -> np.ndarray:
     if clahe:
         out = apply_clahe(out)
     return out
+
+
+def decode_side(size: int) -> int:
+    """The side a file is decoded for when it becomes a ``size`` px input (and its image statistics, at STATS_SIZE,
+    are measured): ``decode_image_bytes``'s ``shrink_to``."""
+    return max(int(size), STATS_SIZE)
 
 
 def preprocess_settings(size: int, clahe: bool) -> dict[str, object]:

@@ -27,10 +27,11 @@ from pneumoscope.data import image_stats
 from pneumoscope.data.dicom_header import DicomHeader
 from pneumoscope.data.imaging import check_geometry
 from pneumoscope.data.populations import UNKNOWN_POPULATION, Population
+from pneumoscope.data.preprocess import decode_side, preprocess
 from pneumoscope.errors import ModelError, PneumoscopeError
 from pneumoscope.inference.applicability_runtime import ApplicabilityRunner
 from pneumoscope.inference.backends import OnnxBackend, TorchBackend
-from pneumoscope.inference.sources import LoadedImage, load_input
+from pneumoscope.inference.sources import LoadedImage, load_input, load_input_bytes
 from pneumoscope.inference.tta import check_views, reduce_views, tta_batch
 from pneumoscope.models import scope
 from pneumoscope.models.applicability import applicability_input
@@ -172,11 +173,23 @@ class Predictor:
         }
 
     # ------------------------------------------------------------------ inputs
+    @property
+    def decode_side(self) -> int:
+        """The largest side an input is reduced to (the model's input, the image statistics' thumbnail): files are
+        decoded for it (``load``), JPEGs at reduced scale."""
+        return decode_side(self.image_size)
+
+    def load(self, path: str | Path) -> LoadedImage:
+        """Decode one input file for this model (``sources.load_input`` at ``decode_side``)."""
+        return load_input(path, shrink_to=self.decode_side)
+
+    def load_bytes(self, data: bytes, name: str = "upload") -> LoadedImage:
+        """Decode an in-memory file for this model (``sources.load_input_bytes`` at ``decode_side``)."""
+        return load_input_bytes(data, name, shrink_to=self.decode_side)
+
     def prepare(self, gray: np.ndarray) -> np.ndarray:
         """The model's input for one grey image (uint8, uint16 or float in [0, 1]): the training preprocess, as
         float32 (S, S) in [0, 1]."""
-        from pneumoscope.data.preprocess import preprocess
-
         return preprocess(gray, self.image_size, clahe=self.info.clahe).astype(np.float32) / 255.0
 
     def _logits_and_features(self, batch: np.ndarray, want_features: bool) -> tuple[np.ndarray, np.ndarray | None]:
@@ -286,11 +299,14 @@ class Predictor:
         check_views(tta)
         batches = _chunks(iter(paths), max(1, batch_size))
         with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            pending = _submit(pool, next(batches, None), self.ready)
+            pending = _submit(pool, next(batches, None), self._load_ready)
             while pending is not None:
-                upcoming = _submit(pool, next(batches, None), self.ready)
+                upcoming = _submit(pool, next(batches, None), self._load_ready)
                 yield from self._predict_decoded(pending, tta)
                 pending = upcoming
+
+    def _load_ready(self, path: str | Path) -> ReadyInput:
+        return self.ready(self.load(path))
 
     def _predict_decoded(self, pending: list[tuple[Path, Future]], tta: int) -> Iterator[dict[str, Any]]:
         decoded: list[tuple[Path, ReadyInput | None, str]] = []
@@ -370,10 +386,10 @@ def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
-def _submit(pool: ThreadPoolExecutor, chunk: list[Any] | None, ready: Any) -> list[tuple[Path, Future]] | None:
+def _submit(pool: ThreadPoolExecutor, chunk: list[Any] | None, load_ready: Any) -> list[tuple[Path, Future]] | None:
     if chunk is None:
         return None
-    return [(Path(p), pool.submit(lambda path: ready(load_input(path)), p)) for p in chunk]
+    return [(Path(p), pool.submit(load_ready, p)) for p in chunk]
 
 
 def model_stem(info: ModelMeta) -> str:

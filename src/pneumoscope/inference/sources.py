@@ -88,12 +88,19 @@ def count_image_files(inputs: Iterable[str | Path]) -> int:
 @dataclass(frozen=True)
 class LoadedImage:
     """A decoded input: its grey pixels as decoded (uint8 for 8-bit files, else float32 in [0, 1]; see
-    ``pneumoscope.data.imaging``), the colourfulness of its original (0 for grey files) and, for DICOM files, what
-    the header says about the acquisition (read before the pixels)."""
+    ``pneumoscope.data.imaging``), the colourfulness of its original (0 for grey files), for DICOM files what
+    the header says about the acquisition (read before the pixels) and, when it was decoded at reduced scale, the
+    (width, height) stored in the file."""
 
     pixels: np.ndarray
     colourfulness: float = 0.0
     header: DicomHeader | None = None
+    file_size: tuple[int, int] | None = None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the image as stored in its file."""
+        return self.file_size or (int(self.pixels.shape[1]), int(self.pixels.shape[0]))
 
     @functools.cached_property
     def gray(self) -> np.ndarray:
@@ -144,26 +151,31 @@ def _dicom_colourfulness(data: bytes) -> float:
         return 0.0
 
 
-def load_input(path: str | Path) -> LoadedImage:
-    """Decode one input file with the data layer (ImageLoadError if it cannot be used) and measure its colour."""
+def load_input(path: str | Path, shrink_to: int | None = None) -> LoadedImage:
+    """Decode one input file with the data layer (ImageLoadError if it cannot be used) and measure its colour;
+    ``shrink_to``: see ``load_input_bytes``."""
     from pneumoscope.data.imaging import read_file_bytes
 
     path = Path(path)
-    return load_input_bytes(read_file_bytes(path), str(path))
+    return load_input_bytes(read_file_bytes(path), str(path), shrink_to)
 
 
-def load_input_bytes(data: bytes, name: str = "upload") -> LoadedImage:
+def load_input_bytes(data: bytes, name: str = "upload", shrink_to: int | None = None) -> LoadedImage:
     """Decode an uploaded file (ImageLoadError naming ``name`` if it cannot be used, ``check_geometry`` included)
-    and measure its colour; a DICOM file's header is read and checked first (``data.dicom_header``)."""
+    and measure its colour; a DICOM file's header is read and checked first (``data.dicom_header``).
+
+    ``shrink_to``: the largest side the image will be reduced to (``Predictor.decode_side``); JPEGs are then decoded
+    at reduced scale (``data.imaging.decode_image_bytes``).
+    """
     from pneumoscope.data.dicom_header import read_header
     from pneumoscope.data.imaging import check_geometry, decode_image_bytes, is_dicom_bytes
 
     dicom = is_dicom_bytes(data) or _is_dicom_name(name)
     header = read_header(data) if dicom else None
-    pixels = decode_image_bytes(data, name).gray
-    check_geometry(pixels.shape[1], pixels.shape[0], name)
+    decoded = decode_image_bytes(data, name, shrink_to)
+    check_geometry(*decoded.source_size, name)
     colour = _dicom_colourfulness(data) if dicom else _pil_colourfulness(data)
-    return LoadedImage(pixels, colour, header)
+    return LoadedImage(decoded.gray, colour, header, decoded.file_size)
 
 
 def _is_dicom_name(name: str) -> bool:

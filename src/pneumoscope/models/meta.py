@@ -28,12 +28,14 @@ class ModelMeta(Mapping[str, Any]):
     """What every consumer of a model needs to know about it, validated (``from_dict``); as a mapping it is the
     stored metadata itself (``meta["architecture"]``, ``meta.get("val_metrics")``)."""
 
-    classes: tuple[str, ...]
-    image_size: int
-    task: str | None = None
-    clahe: bool = False
-    threshold: float | None = None
-    temperature: float = 1.0
+    classes: tuple[str, ...] = field(metadata={"description": "Class names, in the order of the model's outputs."})
+    image_size: int = field(metadata={"description": "Side of the square grey input, in pixels."})
+    task: str | None = field(default=None, metadata={"description": "binary, 3class or 4class."})
+    clahe: bool = field(default=False, metadata={"description": "Whether inputs are contrast-equalised (CLAHE)."})
+    threshold: float | None = field(default=None, metadata={
+        "description": "Binary models: p(positive class) from which it is called (chosen on validation)."})
+    temperature: float = field(default=1.0, metadata={
+        "description": "Logits are divided by it before the softmax (calibrated on validation)."})
     raw: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod

@@ -17,7 +17,7 @@ from fastapi import Depends, Request, UploadFile
 from pneumoscope.inference.sources import LoadedImage
 from pneumoscope.metrics.classification import json_ready
 from pneumoscope.serve.runner import ModelRunner
-from pneumoscope.serve.schemas import ModelInfo, Prediction, ScopeCheck
+from pneumoscope.serve.schemas import ModelInfo, ModelMetadata, Prediction, ScopeCheck
 from pneumoscope.serve.uploads import MB, decode_upload, safe_filename
 
 T = TypeVar("T")
@@ -76,7 +76,7 @@ class ServiceContext:
 
     @functools.cached_property
     def model_info(self) -> ModelInfo:
-        return model_info(self.predictor, self.classes, self.model_id, self.limits.as_dict())
+        return model_info(self.predictor, self.model_id, self.limits.as_dict())
 
     async def cpu_work(self, function: Callable[..., T], *args: Any) -> T:
         """``function(*args)`` on the decode threads (never on the event loop)."""
@@ -86,12 +86,13 @@ class ServiceContext:
         """The uploaded image, checked by content and decoded in memory, and its safe file name."""
         name = safe_filename(upload.filename)
         data = await upload.read(self.limits.upload_bytes + 1)
-        image = await self.cpu_work(decode_upload, data, name, self.limits.upload_bytes)
+        image = await self.cpu_work(decode_upload, data, name, self.limits.upload_bytes, self.predictor.decode_side)
         return image, name
 
     async def predict_one(self, image: LoadedImage, name: str | None, tta: int, started: float) -> Prediction:
         raw = await self.runner.predict(image, tta)
-        return prediction(raw, name, image.gray.shape, tta, self.model_id, started)
+        width, height = image.size
+        return prediction(raw, name, (height, width), tta, self.model_id, started)
 
     def close(self) -> None:
         self.runner.close()
@@ -128,19 +129,16 @@ def prediction(raw: dict, name: str | None, shape: tuple[int, ...], tta: int, mo
     )
 
 
-def model_info(predictor: Any, classes: list[str], model_id: str, limits: dict[str, float]) -> ModelInfo:
+def model_info(predictor: Any, model_id: str, limits: dict[str, float]) -> ModelInfo:
     """GET /model's answer: the predictor's card and the service's limits."""
-    card = dict(getattr(predictor, "card", None) or {})
-    threshold = getattr(predictor, "threshold", None)
+    card = dict(predictor.card)
     metrics = card.get("val_metrics") or card.get("metrics")
+    meta = predictor.info
     return ModelInfo(
+        **{name: getattr(meta, name) for name in ModelMetadata.model_fields},
         model_id=model_id,
-        task=card.get("task"),
-        architecture=card.get("architecture"),
-        classes=classes,
-        threshold=None if threshold is None else float(threshold),
+        architecture=meta.architecture,
         threshold_method=card.get("threshold_method"),
-        image_size=int(predictor.image_size),
         metrics=metrics if isinstance(metrics, dict) else None,
         card=json_ready(card),
         card_markdown=card.get("model_card") or None,

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import dataclasses
+from typing import Any, Literal, get_type_hints
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
+
+from pneumoscope.models.meta import ModelMeta
 
 
 class ErrorResponse(BaseModel):
@@ -95,16 +98,26 @@ class HealthResponse(BaseModel):
     queue_length: int = Field(description="Images waiting for the model right now.")
 
 
-class ModelInfo(BaseModel):
-    """What the served model is: classes, threshold, input size, validation metrics and its card."""
+def _model_meta_fields() -> dict[str, Any]:
+    """``ModelMeta``'s typed fields (all but ``raw``) as pydantic field definitions, with their descriptions."""
+    hints = get_type_hints(ModelMeta)
+    return {f.name: (hints[f.name], Field(... if f.default is dataclasses.MISSING else f.default,
+                                          description=f.metadata.get("description")))
+            for f in dataclasses.fields(ModelMeta) if f.name != "raw"}
+
+
+ModelMetadata = create_model(
+    "ModelMetadata", __doc__="The validated fields of the model's metadata (``models.meta.ModelMeta``).",
+    **_model_meta_fields())
+
+
+class ModelInfo(ModelMetadata):  # type: ignore[misc,valid-type]
+    """What the served model is: its metadata (classes, input size, task, threshold...), validation metrics and
+    its card."""
 
     model_id: str
-    task: str | None = None
     architecture: str | None = None
-    classes: list[str]
-    threshold: float | None = None
     threshold_method: str | None = None
-    image_size: int
     metrics: dict[str, Any] | None = Field(None, description="Validation metrics recorded with the model.")
     card: dict[str, Any] = Field(description="The model's metadata (model.json / ONNX metadata).")
     card_markdown: str | None = Field(None, description="The model card (Markdown), if the model has one.")

@@ -84,9 +84,10 @@ def safe_filename(name: str | None) -> str | None:
     return base[:200] or None
 
 
-def decode_upload(data: bytes, filename: str | None, max_bytes: int) -> LoadedImage:
+def decode_upload(data: bytes, filename: str | None, max_bytes: int, shrink_to: int | None = None) -> LoadedImage:
     """Decode an uploaded image or DICOM from memory: the grey float32 (H, W) image in [0, 1] and the
-    colourfulness of the original (which the scope verdict's image statistics use).
+    colourfulness of the original (which the scope verdict's image statistics use); ``shrink_to`` as in
+    ``inference.sources.load_input_bytes`` (the model's ``decode_side``: the same pixels as ``pneumoscope predict``).
 
     Raises ServeError with 400 (empty), 413 (too large), 415 (not an image by content) or 422 (an image that
     cannot be decoded: truncated, corrupt, DICOM without pixel data; or too small or too elongated to be a chest
@@ -100,7 +101,7 @@ def decode_upload(data: bytes, filename: str | None, max_bytes: int) -> LoadedIm
     if len(data) > max_bytes:
         raise UploadTooLarge(max_bytes)
     try:
-        loaded = load_input_bytes(data, shown)
+        loaded = load_input_bytes(data, shown, shrink_to)
     except ImageLoadError as error:
         if sniff_format(data) is None:
             raise ServeError(
