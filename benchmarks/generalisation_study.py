@@ -415,18 +415,23 @@ RECORD_FILES = ("config.yaml", "summary.json", "metrics.csv", f"{OUT_DIR}/result
 
 
 def record(run_dirs: list[Path], dest: Path) -> list[Path]:
-    """Copy each evaluated run's small result files (``RECORD_FILES``) to ``dest/<run name>/``."""
-    import shutil
+    """Copy each evaluated run's small result files (``RECORD_FILES``) to ``dest/<run name>/``, with this machine's
+    folders written as ``<data>`` (the data root) and ``<runs>`` (the folder of the run folders)."""
+    from pneumoscope.paths import data_root
 
     written = []
     for run_dir in run_dirs:
         target = dest / run_dir.name
+        places = {str(run_dir.resolve().parent): "<runs>", str(data_root().resolve()): "<data>"}
         for name in RECORD_FILES:
             source = run_dir / name
             if not source.is_file():
                 raise SystemExit(f"{source} is missing: train and evaluate the run first")
+            text = source.read_text(encoding="utf-8")
+            for place, token in places.items():
+                text = text.replace(place, token)
             (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, target / name)
+            (target / name).write_text(text, encoding="utf-8")
         written.append(target)
     return written
 
