@@ -715,7 +715,8 @@ class Model:
             >>> explanation.heatmap.shape == explanation.overlay.shape[:2], explanation.target_class
             (True, 'pneumonia')
         """
-        result = self._predictor.explain_array(_loaded(image, self._predictor), method=method, target_class=target_class)
+        result = self._predictor.explain_array(_loaded(image, self._predictor), method=method,
+                                               target_class=target_class)
         return Explanation(heatmap=result["heatmap"], overlay=result["overlay"], label=result["label"],
                            target_class=result["target_class"], method=result["method"],
                            probabilities=result["probabilities"], in_scope=bool(result["in_scope"]),

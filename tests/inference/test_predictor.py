@@ -191,7 +191,7 @@ def test_a_large_jpeg_is_shrunk_on_load_into_the_input_the_training_cache_makes(
     path = tmp_path / "big.jpeg"
     Image.fromarray(make_xray(256, seed=4)).resize((1600, 1200)).save(path, quality=95)
     loaded = predictor.load(path)
-    assert loaded.size == (1600, 1200) and loaded.pixels.shape[0] < 1200  # decoded at reduced scale
+    assert loaded.source_size == (1600, 1200) and loaded.pixels.shape[0] < 1200  # decoded at reduced scale
     assert min(loaded.pixels.shape) >= 2 * predictor.decode_side
     cached = decode_for_cache((str(path), hashlib.sha256(path.read_bytes()).hexdigest(), predictor.image_size,
                                bool(predictor.info.clahe)))

@@ -39,8 +39,8 @@ _EXIF_ORIENTATION = 0x0112
 _SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})  # EXIF orientations that turn the image by 90 degrees
 
 # Shrink on load keeps at least this many decoded pixels per pixel of the caller's target side, so that the final
-# area-averaged resize still does most of the reduction (probabilities within 0.001 of a full decode for most
-# images; measured in docs/PERFORMANCE.md).
+# area-averaged resize still does part of the reduction (median change of a probability 0.0001-0.004 against a full
+# decode on full-resolution radiographs; measured in docs/PERFORMANCE.md).
 SHRINK_MARGIN = 2
 _CORRUPT_FIX = "re-download or re-export the file, or remove it from the data set."
 

@@ -98,7 +98,7 @@ class LoadedImage:
     file_size: tuple[int, int] | None = None
 
     @property
-    def size(self) -> tuple[int, int]:
+    def source_size(self) -> tuple[int, int]:
         """(width, height) of the image as stored in its file."""
         return self.file_size or (int(self.pixels.shape[1]), int(self.pixels.shape[0]))
 

@@ -91,7 +91,7 @@ class ServiceContext:
 
     async def predict_one(self, image: LoadedImage, name: str | None, tta: int, started: float) -> Prediction:
         raw = await self.runner.predict(image, tta)
-        width, height = image.size
+        width, height = image.source_size
         return prediction(raw, name, (height, width), tta, self.model_id, started)
 
     def close(self) -> None:
