@@ -220,6 +220,10 @@ def _config(run_dir: Path) -> dict[str, Any]:
     return yaml.safe_load((run_dir / "config.yaml").read_text())
 
 
+def _summary(run_dir: Path) -> dict[str, Any]:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
 def _preset(run_dir: Path) -> str | None:
     return _config(run_dir).get("preset")
 
@@ -238,16 +242,30 @@ def _leaves(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 LEVER_DEFAULTS: dict[str, Any] = {"data.clahe": False}
 
 
-def recipe(run_config: dict[str, Any]) -> str:
-    """The current preset whose values a run's config matches, plus the keys where it differs: the name the run
-    was trained under may since have changed meaning (``recommended`` did, docs/GENERALISATION.md)."""
-    from pneumoscope.training.presets import preset_names, preset_values
+RECIPE_SECTIONS = ("model", "augment", "balance", "optim", "loss")
+STUDY_CONFIGS = Path(__file__).resolve().parent.parent / "experiments" / "generalisation"
 
+
+def _candidates() -> dict[str, dict[str, Any]]:
+    """Every recipe a run may have been trained with, fully resolved: the presets and the study's config files."""
+    from pneumoscope.training.config import resolve_config
+    from pneumoscope.training.presets import preset_names
+
+    configs = {name: resolve_config(preset=name) for name in preset_names()}
+    configs |= {path.stem: resolve_config(path) for path in sorted(STUDY_CONFIGS.glob("*.yaml"))}
+    return {name: _leaves(config.model_dump(mode="json"), "") for name, config in configs.items()}
+
+
+def recipe(run_config: dict[str, Any]) -> str:
+    """The recipe (a preset or a study config, resolved today) whose values a run's config matches, plus the keys
+    where it differs: the name the run was trained under may since have changed meaning (``recommended`` did,
+    docs/GENERALISATION.md)."""
     config = _leaves(run_config)
     best = None
-    for name in preset_names():
-        wanted = _leaves(preset_values(name))
-        diff = [f"{key}={config.get(key)}" for key, value in wanted.items() if config.get(key) != value]
+    for name, values in _candidates().items():
+        wanted = {key: value for key, value in values.items() if key.split(".")[0] in RECIPE_SECTIONS}
+        diff = [f"{key}={config.get(key)}" for key, value in wanted.items()
+                if key in config and config[key] != value]
         if best is None or len(diff) < len(best[1]):
             best = (name, diff)
     name, diff = best
@@ -264,12 +282,27 @@ def _precision(run_dir: Path) -> str:
     return {"32-true": "fp32", "bf16-mixed": "bf16", "16-mixed": "fp16"}.get(summary.get("precision"), "?")
 
 
-def _first_member(run_dir: Path, results: dict[str, Any]) -> Path:
-    """The run folder of a result; for a variant (ensemble, TTA) its first member, a sibling of the variant's folder."""
-    members = results.get("members") or []
-    if members and Path(members[0]).name != run_dir.name:
-        return run_dir.parent / Path(members[0]).name
-    return run_dir
+def _members(run_dir: Path, results: dict[str, Any]) -> list[Path]:
+    """The run folders of a result: the run itself, or a variant's (ensemble, TTA) members, its siblings."""
+    members = [Path(m).name for m in results.get("members") or []]
+    if not members or members == [run_dir.name]:
+        return [run_dir]
+    return [run_dir.parent / name for name in members]
+
+
+def _variant_recipe(members: list[Path], tta: int) -> str:
+    """The recipe column of a result: its run's recipe, ``ensemble of A + B`` for an ensemble, ``+ TTA N``."""
+    recipes = [recipe(_config(member)) for member in members]
+    label = recipes[0] if len(recipes) == 1 else "ensemble of " + " + ".join(recipes)
+    return label + (f" + TTA {tta}" if tta else "")
+
+
+def _training_seconds(run_dir: Path, summary: dict[str, Any]) -> float | None:
+    """The run's epochs summed over every resumed segment (a summary's ``wall_seconds`` is its last process only)."""
+    if "train_seconds" in summary:
+        return summary["train_seconds"]
+    metrics = run_dir / "metrics.csv"
+    return round(float(pd.read_csv(metrics)["seconds"].sum()), 1) if metrics.is_file() else summary.get("wall_seconds")
 
 
 STRESS_KINDS = ("photometric", "framing", "sharpness", "noise")
@@ -292,19 +325,21 @@ def table(run_dirs: list[Path]) -> pd.DataFrame:
             print(f"skipped {run_dir}: no {path}")
             continue
         r = json.loads(path.read_text())
-        member = _first_member(run_dir, r)
+        members = _members(run_dir, r)
+        member = members[0]
         config = _config(member)
         v = r["validation"]
         main = v.get("stored_threshold") or v.get("argmax")
         half = v.get("at_0.5", {})
         u, res, s = r["unseen_site_normals"], r["resolution_consistency"], r["stress"]
-        summary = json.loads((member / "summary.json").read_text())
+        summary = _summary(member)
         rows.append({
-            "run": run_dir.name, "task": r["task"], "recipe": recipe(config),
+            "run": run_dir.name, "task": r["task"], "recipe": _variant_recipe(members, r.get("tta") or 0),
             "seed": "" if r["seed"] is None else str(r["seed"]),  # ensembles have none; keep "0", not "0.000"
             "px": config["data"]["image_size"], "epochs": config["trainer"]["epochs"], "precision": _precision(member),
-            "best_epoch": r["best_epoch"], "train_s": r["train_wall_seconds"],
-            "train_img_s": summary.get("mean_images_per_second"),
+            "best_epoch": str(r["best_epoch"]) if len(members) == 1 else "",
+            "train_s": sum(_training_seconds(m, _summary(m)) or 0.0 for m in members),
+            "train_img_s": summary.get("mean_images_per_second") if len(members) == 1 else None,
             "val_acc": main["accuracy"], "val_spec": main["specificity"],
             "val_sens": main.get("sensitivity", main.get("sensitivity_any_pneumonia")), "val_auc": main["roc_auc"],
             "threshold": v["threshold"], "val_acc_0.5": half.get("accuracy"), "val_spec_0.5": half.get("specificity"),
@@ -411,19 +446,22 @@ def write_docs(markdown: Path, run_dirs: list[Path], prefix: str = "") -> None:
     markdown.write_text(text, encoding="utf-8")
 
 
-RECORD_FILES = ("config.yaml", "summary.json", "metrics.csv", f"{OUT_DIR}/results.json", f"{OUT_DIR}/stress.csv")
+RESULT_FILES = (f"{OUT_DIR}/results.json", f"{OUT_DIR}/stress.csv")
+RECORD_FILES = ("config.yaml", "summary.json", "metrics.csv", *RESULT_FILES)
 
 
 def record(run_dirs: list[Path], dest: Path) -> list[Path]:
-    """Copy each evaluated run's small result files (``RECORD_FILES``) to ``dest/<run name>/``, with this machine's
-    folders written as ``<data>`` (the data root) and ``<runs>`` (the folder of the run folders)."""
+    """Copy each evaluated run's small result files (``RECORD_FILES``; a variant's results only: its members are
+    recorded beside it) to ``dest/<run name>/``, with this machine's folders written as ``<data>`` (the data root)
+    and ``<runs>`` (the folder of the run folders)."""
     from pneumoscope.paths import data_root
 
     written = []
     for run_dir in run_dirs:
         target = dest / run_dir.name
         places = {str(run_dir.resolve().parent): "<runs>", str(data_root().resolve()): "<data>"}
-        for name in RECORD_FILES:
+        variant = not (run_dir / "config.yaml").exists() and (run_dir / RESULT_FILES[0]).is_file()
+        for name in RESULT_FILES if variant else RECORD_FILES:
             source = run_dir / name
             if not source.is_file():
                 raise SystemExit(f"{source} is missing: train and evaluate the run first")

@@ -19,18 +19,20 @@ TINY: dict[str, Any] = {
 }
 
 
-def tiny_config(data: Path, **sections: Any):
-    """A resolved config training simple_cnn for one epoch at 32 px on ``data`` (``sections`` override it)."""
+def tiny_config(data_root: Path, /, **sections: Any):
+    """A resolved config training simple_cnn for one epoch at 32 px on ``data_root`` (``sections`` override it,
+    ``data=...`` included)."""
     from pneumoscope.training.config import deep_merge, resolve_config
 
-    values = deep_merge(TINY, {"data": {"paths": [str(data)]}})
+    values = deep_merge(TINY, {"data": {"paths": [str(data_root)]}})
     return resolve_config(overrides=deep_merge(values, sections))
 
 
-def train_tiny(out: Path, data: Path, cache: Path, **sections: Any) -> Path:
-    """Train the tiny config into ``out``, with the image cache under ``cache``; returns the run folder."""
+def train_tiny(out: Path, data_root: Path, cache: Path, /, **sections: Any) -> Path:
+    """Train the tiny config on ``data_root`` into ``out``, with the image cache under ``cache``; returns the run
+    folder."""
     from pneumoscope.training.run import train
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(CACHE_ENV, str(cache))
-        return train(tiny_config(data, **sections), out, progress=False)
+        return train(tiny_config(data_root, **sections), out, progress=False)

@@ -46,6 +46,7 @@ __all__ = [
     "TrainConfig",
     "bundled_models",
     "compare",
+    "ensemble",
     "evaluate",
     "export_onnx",
     "load_model",
@@ -277,6 +278,38 @@ def resume(run_dir: str | Path, *, device: str | None = None, num_workers: int |
     finished = resume_run(run_dir, device=device, num_workers=num_workers, progress=progress, on_epoch=on_epoch)
     _track_final_evaluation(load_run_config(finished), finished, progress)
     return finished
+
+
+def ensemble(runs: Sequence[str | Path], out: str | Path) -> Path:
+    """Combine finished runs of one task and one split into one model: the mean of their probabilities.
+
+    Each member keeps its own temperature; the ensemble's binary threshold is chosen on the members' common
+    validation split, with their threshold method (the test split is not read). The folder it writes is a model
+    folder like a run's (``model.safetensors`` holds every member), so ``load_model``, ``evaluate``,
+    ``export_onnx`` and ``pneumoscope serve`` take it; predicting costs the members' time added up.
+
+    Args:
+        runs: Two or more run folders of ``train``, on the same data and split (``data.split_seed``).
+        out: The ensemble's folder (it must not hold a model yet).
+
+    Returns:
+        The ensemble's folder.
+
+    Example:
+        >>> import pneumoscope as ps
+        >>> same_split = {"seed": 1, "data": {"split_seed": 42}}  # runs/example: seed 42, split by it
+        >>> second = ps.train("runs/example/config.yaml", "runs/example-seed1", overrides=same_split, progress=False)
+        >>> combined = ps.ensemble(["runs/example", second], "runs/example-ensemble")
+        >>> ps.load_model(combined).card["architecture"]
+        'mean_probability_ensemble'
+        >>> ps.ensemble(["runs/example", "runs/example"], "runs/again")
+        Traceback (most recent call last):
+        ...
+        pneumoscope.errors.ConfigError: a run folder is given twice. ...
+    """
+    from pneumoscope.training.ensemble import combine_runs
+
+    return combine_runs(runs, out)
 
 
 def _track_final_evaluation(config: TrainConfig, run_dir: Path, progress: bool) -> None:

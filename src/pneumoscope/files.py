@@ -12,6 +12,7 @@ the one reader of YAML files (configs, saved run configs).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import secrets
@@ -139,3 +140,12 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError("a config file must hold a mapping of sections (data:, model:, trainer: ...).", path=path,
                           fix="see `pneumoscope train --help` and docs for the keys.")
     return data
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes (weights and exports are identified by it)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

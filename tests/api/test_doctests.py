@@ -15,7 +15,7 @@ import pneumoscope as ps
 from pneumoscope import api
 
 ORDER = (
-    "read_dataset", "summarize_dataset", "split_dataset", "make_config", "train", "resume", "evaluate", "compare",
+    "read_dataset", "summarize_dataset", "split_dataset", "make_config", "train", "resume", "ensemble", "evaluate", "compare",
     "bundled_models", "load_model", "Model.prediction_columns", "Model.predict", "Model.iter_predictions",
     "Model.predict_to_file", "Model.explain", "Explanation.save", "export_onnx",
 )

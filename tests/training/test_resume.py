@@ -63,6 +63,9 @@ def test_sigkill_then_resume_finishes_the_same_run(tiny_kermany, tmp_path, isola
     assert metrics["stage"].tolist() == [1, 1] + [2] * (EPOCHS - 2)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["epochs"] == EPOCHS and summary["resumed"] is True
+    # the epochs trained before the kill count in the run's training time, not only the resumed process's
+    assert summary["train_seconds"] == pytest.approx(metrics["seconds"].sum(), abs=0.05)
+    assert summary["train_seconds"] > metrics["seconds"].iloc[saved_epochs:].sum()
 
     # the same run without a kill gives the same epochs (CPU, deterministic, per-epoch seeding)
     straight_dir = tmp_path / "straight"

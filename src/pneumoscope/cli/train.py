@@ -94,6 +94,8 @@ def _print_summary(run_dir: Path) -> None:
         table.add_row(f"threshold ({summary['threshold_method']})", f"{summary['threshold']:.4f}")
     table.add_row("temperature", f"{summary['temperature']:.3f}")
     table.add_row("wall time (s)", f"{summary['wall_seconds']:.1f}")
+    if summary.get("resumed") and summary.get("train_seconds") is not None:
+        table.add_row("epochs' time, every segment (s)", f"{summary['train_seconds']:.1f}")
     if summary.get("mean_epoch_seconds") is not None:
         table.add_row("mean epoch (s)", f"{summary['mean_epoch_seconds']:.1f}")
         table.add_row("train images/s", f"{summary['mean_images_per_second']:.1f}")

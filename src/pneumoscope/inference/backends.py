@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
 import logging
 import sys
 import threading
@@ -15,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from pneumoscope.errors import ModelError
+from pneumoscope.files import file_sha256  # noqa: F401  (model files are identified by it)
 
 ONNX_META_KEY = "pneumoscope"
 EXPORTED_ONNX_FILE = "model.onnx"
@@ -53,9 +53,13 @@ class TorchBackend:
 def forward_with_features(model: Any, x: Any, head: Any = None) -> tuple[Any, Any]:
     """(logits, penultimate features (B, D)) in one pass.
 
-    A pneumoscope ``Classifier`` computes ``head(features(x))``; its feature map is average-pooled. Other modules:
+    A pneumoscope ``Classifier`` computes ``head(features(x))``; its feature map is average-pooled. An ensemble
+    (``models.ensemble``) gives its members' side by side. Other modules:
     the input of their last Linear layer, recorded by a hook that ignores passes of other threads.
     """
+    own = getattr(model, "logits_and_features", None)
+    if own is not None:  # an ensemble: its members' features side by side
+        return own(x)
     if hasattr(model, "features") and hasattr(model, "head"):
         features = model.features(x)
         logits = model.head(features)
@@ -157,12 +161,3 @@ def keep_freed_memory() -> bool:
     if not kept:
         log.debug("mallopt refused the thresholds; freed memory goes back to the system as before.")
     return kept
-
-
-def file_sha256(path: Path) -> str:
-    """The SHA-256 of a file's bytes (weights and exports are identified by it)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

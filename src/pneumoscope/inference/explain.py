@@ -60,11 +60,13 @@ def _cam_model(predictor: Predictor, model: Any) -> Any:
     return cached
 
 
-def _target_layer(model: Any) -> Any:
+def _target_layers(model: Any) -> list[Any]:
+    """The layers Grad-CAM weighs: the model's one, or each member's for an ensemble (their heatmaps averaged)."""
     getter = getattr(model, "cam_target_layer", None)
     if getter is None:
         raise ModelError("this model does not name a layer for Grad-CAM (no cam_target_layer()).")
-    return getter()
+    layers = getter()
+    return list(layers) if isinstance(layers, list | tuple) else [layers]
 
 
 def _reshape_transform(model: Any, layer: Any, sample: Any) -> Any:
@@ -125,11 +127,15 @@ def explain_image(
     prediction = predictor.predict_arrays([gray if loaded is None else loaded])[0]
     index = resolve_class(predictor.classes, target_class, prediction["label"])
     cam_model = _cam_model(predictor, model)
-    layer = _target_layer(cam_model)
+    layers = _target_layers(cam_model)
     device = next(cam_model.parameters()).device
     sample = torch.from_numpy(prepared[None, None]).to(device)
-    reshape = _reshape_transform(cam_model, layer, sample)
-    with torch.enable_grad(), cam_class(model=cam_model, target_layers=[layer], reshape_transform=reshape) as cam:
+    reshapes = [_reshape_transform(cam_model, layer, sample) for layer in layers]
+    if len(layers) > 1 and any(r is not None for r in reshapes):
+        raise ModelError("Grad-CAM of an ensemble needs convolutional members; this one has transformer members.",
+                         path=predictor.source, fix="explain its members one by one.")
+    reshape = reshapes[0]
+    with torch.enable_grad(), cam_class(model=cam_model, target_layers=layers, reshape_transform=reshape) as cam:
         # A one-logit (sigmoid) binary model: the positive class is the logit, the negative class its opposite.
         target = BinaryClassifierOutputTarget(index) if predictor.single_logit else ClassifierOutputTarget(index)
         heat = cam(input_tensor=sample.clone().requires_grad_(True), targets=[target])[0]

@@ -11,13 +11,15 @@ import torch
 from pneumoscope.errors import ModelError
 from pneumoscope.files import atomic_write_bytes, atomic_write_text
 from pneumoscope.models.classifier import Classifier
+from pneumoscope.models.ensemble import ENSEMBLE_ARCHITECTURE, MeanProbabilityEnsemble, build_ensemble
 from pneumoscope.models.meta import META_FILE, WEIGHTS_FILE, read_meta_file
 
 META_KEYS = ("architecture", "model_kwargs", "task", "classes", "image_size", "preprocessing", "threshold",
              "threshold_method", "temperature", "val_metrics", "pneumoscope_version")
 
 
-def save_classifier(model: Classifier, meta: dict[str, Any], out_dir: str | Path, *, half: bool = False) -> Path:
+def save_classifier(model: Classifier | MeanProbabilityEnsemble, meta: dict[str, Any], out_dir: str | Path, *,
+                    half: bool = False) -> Path:
     """Write ``out_dir/model.safetensors`` and ``out_dir/model.json`` (each atomically); returns ``out_dir``.
 
     ``architecture`` and ``model_kwargs`` are taken from the model itself (they must rebuild it); ``half=True``
@@ -29,29 +31,37 @@ def save_classifier(model: Classifier, meta: dict[str, Any], out_dir: str | Path
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {**meta, "architecture": model.spec.name, "model_kwargs": dict(model.model_kwargs)}
+    if isinstance(model, MeanProbabilityEnsemble):
+        meta = {**meta, **model.description(meta.get("members") or [{} for _ in model.members])}
+    else:
+        meta = {**meta, "architecture": model.spec.name, "model_kwargs": dict(model.model_kwargs)}
+        meta.setdefault("normalisation", {"name": model.spec.normalisation, "mean": list(model.spec.mean),
+                                          "std": list(model.spec.std), "standardize": model.adapter.standardize})
     meta.setdefault("pneumoscope_version", __version__)
-    meta.setdefault("normalisation", {"name": model.spec.normalisation, "mean": list(model.spec.mean),
-                                      "std": list(model.spec.std), "standardize": model.adapter.standardize})
     text = json.dumps(meta, indent=2, sort_keys=False, default=_json_default) + "\n"
     tensors = {k: _storable(v, half) for k, v in model.state_dict().items()}
     # serialised in memory: safetensors' save_file creates its own private (0600) file in place of the one given
-    atomic_write_bytes(out / WEIGHTS_FILE, save(tensors, metadata={"format": "pt", "architecture": model.spec.name}))
+    stored = save(tensors, metadata={"format": "pt", "architecture": meta["architecture"]})
+    atomic_write_bytes(out / WEIGHTS_FILE, stored)
     atomic_write_text(out / META_FILE, text)
     return out
 
 
-def load_classifier(path: str | Path) -> tuple[Classifier, dict[str, Any]]:
-    """Read a classifier from a run folder or its ``model.safetensors`` (``model.json`` beside it); float32, eval."""
+def load_classifier(path: str | Path) -> tuple[Classifier | MeanProbabilityEnsemble, dict[str, Any]]:
+    """Read a classifier (or an ensemble of them) from a run folder or its ``model.safetensors`` (``model.json``
+    beside it); float32, eval."""
     from pneumoscope.models.registry import create_model
 
     weights, meta_path = _files(Path(path))
     meta = read_meta(meta_path)
-    try:
-        model = create_model(meta["architecture"], **meta["model_kwargs"])
-    except ModelError as error:
-        raise ModelError(f"model.json does not describe a buildable model ({error.message})", path=meta_path,
-                         fix="re-create it with `pneumoscope train`.") from None
+    if meta["architecture"] == ENSEMBLE_ARCHITECTURE:
+        model = build_ensemble(meta, meta_path)
+    else:
+        try:
+            model = create_model(meta["architecture"], **meta["model_kwargs"])
+        except ModelError as error:
+            raise ModelError(f"model.json does not describe a buildable model ({error.message})", path=meta_path,
+                             fix="re-create it with `pneumoscope train`.") from None
     state = _read_weights(weights)
     _check_state(model, state, weights)
     model.load_state_dict(state, strict=True)

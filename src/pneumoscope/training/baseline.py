@@ -60,7 +60,7 @@ def train_logistic_regression(config: TrainConfig, model: Any, run_dir: Path, ma
                "best_epoch": 1, "val_metrics": operating["val_metrics"], "threshold": operating["threshold"],
                "threshold_method": operating["threshold_method"], "temperature": operating["temperature"],
                "split_counts": counts, "wall_seconds": round(time.perf_counter() - wall_start, 2),
-               "mean_epoch_seconds": row["seconds"], "mean_images_per_second": row["images_per_second"],
+               "train_seconds": row["seconds"], "mean_epoch_seconds": row["seconds"], "mean_images_per_second": row["images_per_second"],
                "device": "cpu", "resumed": False}
     write_summary(run_dir, summary)
     return run_dir

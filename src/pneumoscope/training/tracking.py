@@ -107,7 +107,7 @@ def log_training_result(run_dir: Path, summary: Mapping[str, Any]) -> None:
                if key != "n" and is_number(value)}
     for cls, value in (summary.get("val_metrics", {}).get("recall_per_class") or {}).items():
         figures[f"selected/recall_{cls}"] = value
-    for key in ("threshold", "temperature", "best_epoch", "wall_seconds"):
+    for key in ("threshold", "temperature", "best_epoch", "wall_seconds", "train_seconds"):
         if is_number(summary.get(key)):
             figures[f"selected/{key}"] = summary[key]
     with open_tracked_run(run_dir) as run:
