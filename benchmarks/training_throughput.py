@@ -1,6 +1,7 @@
 """Training throughput vs the model-bound limit, side by side in one run (CPU or GPU).
 
     python benchmarks/training_throughput.py [--size 224] [--images 800] [--epochs 2] [--repeat 2] [--lanes 1 2]
+                                             [--malloc keep system]
 
 Rows, measured in alternation (``--repeat`` rounds, so that a change of machine load hits every row alike):
 
@@ -14,6 +15,8 @@ Rows, measured in alternation (``--repeat`` rounds, so that a change of machine 
 - with ``--lanes 2``: two such trainer processes at once with one thread each (how the generalisation study runs),
   and the bare model likewise, two processes of one thread: total images/s.
 
+Every row runs in its own process, with malloc as ``pneumoscope train`` sets it (``--malloc keep``: freed blocks
+kept for reuse, ``device.keep_freed_memory``) or glibc's defaults (``--malloc system``); both alternate in one run.
 The ratio that matters is trainer / model-bound (bare) in the same configuration.
 """
 
@@ -82,26 +85,43 @@ def fwd_bwd_rate(which: str, size: int, batch: int, precision: str, steps: int, 
 
 
 def _fwd_bwd_worker(args: argparse.Namespace) -> None:
-    """Subprocess entry: print one fwd+bwd rate as JSON (so that several can run at once, one thread each)."""
+    """Subprocess entry: print one fwd+bwd rate as JSON (so that several can run at once, one thread each), with
+    malloc set up as ``pneumoscope train`` sets it (``PNEUMOSCOPE_KEEP_FREED_MEMORY=0``: left as it is)."""
     import torch
 
+    from pneumoscope.device import TRAINING_BLOCK_BYTES, keep_freed_memory
+
+    keep_freed_memory(TRAINING_BLOCK_BYTES)
     torch.set_num_threads(args.threads)
     rate = fwd_bwd_rate(args.worker, args.size, args.batch_size, args.resolved_precision, args.steps, args.warmup)
     print(json.dumps({"rate": rate}))
 
 
-def parallel_fwd_bwd(which: str, args: argparse.Namespace, lanes: int) -> float:
-    """Total images/s of ``lanes`` fwd+bwd processes of one thread each, started together."""
-    command = [sys.executable, __file__, "--worker", which, "--threads", "1", "--size", str(args.size),
+MALLOC_SETTINGS = ("keep", "system")
+
+
+def malloc_env(malloc: str) -> dict[str, str]:
+    """The environment of a measured process: ``keep`` = malloc as pneumoscope sets it (freed blocks kept for reuse,
+    ``device.keep_freed_memory``), ``system`` = glibc's defaults."""
+    from pneumoscope.device import KEEP_FREED_MEMORY_ENV
+
+    return {**os.environ, KEEP_FREED_MEMORY_ENV: "1" if malloc == "keep" else "0"}
+
+
+def parallel_fwd_bwd(which: str, args: argparse.Namespace, lanes: int, malloc: str) -> float:
+    """Total images/s of ``lanes`` fwd+bwd processes started together (one thread each when lanes > 1)."""
+    threads = 1 if lanes > 1 else (args.threads or os.cpu_count() or 1)
+    command = [sys.executable, __file__, "--worker", which, "--threads", str(threads), "--size", str(args.size),
                "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup),
                "--resolved-precision", args.resolved_precision]
-    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(lanes)]
+    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=malloc_env(malloc))
+                 for _ in range(lanes)]
     return sum(json.loads(p.communicate()[0].strip().splitlines()[-1])["rate"] for p in processes)
 
 
-def trainer_runs(args: argparse.Namespace, manifest: Path, lanes: int, root: Path) -> dict[str, float]:
+def trainer_runs(args: argparse.Namespace, manifest: Path, lanes: int, root: Path, malloc: str) -> dict[str, float]:
     """``lanes`` ``pneumoscope train`` processes at once (one thread each when lanes > 1): last-epoch figures."""
-    env = dict(os.environ)
+    env = malloc_env(malloc)
     if lanes > 1:
         env["OMP_NUM_THREADS"] = "1"
     processes = []
@@ -139,9 +159,15 @@ def subset_manifest(args: argparse.Namespace, root: Path) -> tuple[Path, int]:
     return path, int(table["split"].eq("train").sum())
 
 
-def measure(args: argparse.Namespace) -> dict[str, Any]:
-    import torch
+def row_name(kind: str, lanes: int, malloc: str, settings: list[str]) -> str:
+    """``model-bound, bare EfficientNet-Lite0 (1 process)`` etc., with ``[malloc: ...]`` when several are measured."""
+    where = "1 process" if lanes == 1 else f"{lanes} processes x 1 thread"
+    label = {"bare": "model-bound, bare EfficientNet-Lite0", "project": "model-bound, pneumoscope Classifier",
+             "trainer": "trainer, pneumoscope train"}[kind]
+    return f"{label} ({where})" + (f" [malloc: {malloc}]" if len(settings) > 1 else "")
 
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
     from pneumoscope.device import resolve_precision
 
     args.resolved_precision = resolve_precision(args.precision, "cpu")
@@ -152,27 +178,19 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         root = Path(tmp)
         manifest, train_images = subset_manifest(args, root)
         for _ in range(args.repeat):
-            for lanes in args.lanes:
-                if lanes == 1:
-                    torch.set_num_threads(args.threads or torch.get_num_threads())
-                    rows.setdefault("model-bound, bare EfficientNet-Lite0 (1 process)", []).append(
-                        fwd_bwd_rate("bare", args.size, args.batch_size, args.resolved_precision, args.steps,
-                                     args.warmup))
-                    rows.setdefault("model-bound, pneumoscope Classifier (1 process)", []).append(
-                        fwd_bwd_rate("project", args.size, args.batch_size, args.resolved_precision, args.steps,
-                                     args.warmup))
-                else:
-                    rows.setdefault(f"model-bound, bare EfficientNet-Lite0 ({lanes} processes x 1 thread)",
-                                    []).append(parallel_fwd_bwd("bare", args, lanes))
-                figures = trainer_runs(args, manifest, lanes, root)
-                name = "trainer, pneumoscope train (1 process)" if lanes == 1 else (
-                    f"trainer, {lanes} pneumoscope train processes x 1 thread")
-                rows.setdefault(name, []).append(figures["images_per_s"])
-                seconds.setdefault(name, []).append(figures["epoch_s"])
+            for malloc in args.malloc:
+                for lanes in args.lanes:
+                    for kind in ("bare", "project") if lanes == 1 else ("bare",):
+                        rows.setdefault(row_name(kind, lanes, malloc, args.malloc), []).append(
+                            parallel_fwd_bwd(kind, args, lanes, malloc))
+                    figures = trainer_runs(args, manifest, lanes, root, malloc)
+                    name = row_name("trainer", lanes, malloc, args.malloc)
+                    rows.setdefault(name, []).append(figures["images_per_s"])
+                    seconds.setdefault(name, []).append(figures["epoch_s"])
     load["after"] = load_average()
     return {"rows": {k: v for k, v in rows.items()}, "epoch_seconds": seconds, "train_images": train_images,
-            "precision": args.resolved_precision, "load": load, "torch_threads": torch.get_num_threads(),
-            "cpu": _cpu_name(), "date": time.strftime("%Y-%m-%d %H:%M")}
+            "precision": args.resolved_precision, "load": load, "torch_threads": args.threads or os.cpu_count(),
+            "malloc": args.malloc, "cpu": _cpu_name(), "date": time.strftime("%Y-%m-%d %H:%M")}
 
 
 def _cpu_name() -> str:
@@ -194,17 +212,14 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> str:
     for name, values in figures["rows"].items():
         lines.append(f"| {name} | {medians[name]:.1f} | {', '.join(f'{v:.1f}' for v in values)} |")
     lines.append("")
-    for lanes in args.lanes:
-        if lanes == 1:
-            bound = medians["model-bound, bare EfficientNet-Lite0 (1 process)"]
-            trainer = medians["trainer, pneumoscope train (1 process)"]
-            label = "1 process"
-        else:
-            bound = medians[f"model-bound, bare EfficientNet-Lite0 ({lanes} processes x 1 thread)"]
-            trainer = medians[f"trainer, {lanes} pneumoscope train processes x 1 thread"]
-            label = f"{lanes} processes"
-        lines.append(f"trainer / model-bound ({label}): {trainer / bound:.2f} "
-                     f"({'meets' if trainer / bound >= 0.8 else 'misses'} the 0.8 target)")
+    for malloc in args.malloc:
+        for lanes in args.lanes:
+            bound = medians[row_name("bare", lanes, malloc, args.malloc)]
+            trainer = medians[row_name("trainer", lanes, malloc, args.malloc)]
+            label = f"{lanes} process{'es' if lanes > 1 else ''}" + (f", malloc {malloc}" if len(args.malloc) > 1
+                                                                        else "")
+            lines.append(f"trainer / model-bound ({label}): {trainer / bound:.2f} "
+                         f"({'meets' if trainer / bound >= 0.8 else 'misses'} the 0.8 target)")
     return "\n".join(lines)
 
 
@@ -223,6 +238,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2, help="rounds over all rows")
     parser.add_argument("--lanes", type=int, nargs="+", default=[1], help="1: one process; 2: two at once")
     parser.add_argument("--threads", type=int, default=None, help="torch threads of the 1-process rows")
+    parser.add_argument("--malloc", nargs="+", choices=MALLOC_SETTINGS, default=["keep"],
+                        help="keep: freed blocks kept for reuse, as pneumoscope sets malloc; system: glibc's "
+                             "defaults (both: measured in alternation)")
     parser.add_argument("--out", type=Path, help="write training_throughput.json here")
     parser.add_argument("--worker", choices=("bare", "project"), help=argparse.SUPPRESS)
     parser.add_argument("--resolved-precision", help=argparse.SUPPRESS)

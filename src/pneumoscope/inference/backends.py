@@ -3,28 +3,20 @@ onnxruntime (``OnnxBackend``: faster on the CPU, no torch import). Both return (
 
 from __future__ import annotations
 
-import ctypes
-import functools
-import logging
-import sys
 import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pneumoscope.device import keep_freed_memory
 from pneumoscope.errors import ModelError
 from pneumoscope.files import file_sha256  # noqa: F401  (model files are identified by it)
 
 ONNX_META_KEY = "pneumoscope"
 EXPORTED_ONNX_FILE = "model.onnx"
-# glibc's malloc returns blocks above M_MMAP_THRESHOLD to the system when they are freed, and trims free memory
-# above M_TRIM_THRESHOLD at the heap's top; see keep_freed_memory.
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-MMAP_THRESHOLD_BYTES = 128 * 1024 * 1024
-TRIM_THRESHOLD_BYTES = 256 * 1024 * 1024
-
-log = logging.getLogger(__name__)
+# the largest block malloc keeps for reuse while predicting: a batch's activations at 128 px (device.keep_freed_memory)
+PREDICT_BLOCK_BYTES = 128 * 1024 * 1024
 
 
 class TorchBackend:
@@ -35,6 +27,7 @@ class TorchBackend:
     def __init__(self, model: Any, device: str):
         import torch
 
+        keep_freed_memory(PREDICT_BLOCK_BYTES)
         self.torch = torch
         self.device = torch.device(device)
         # channels_last roughly doubles CPU convolution throughput for the registry's CNNs (same results to ~1e-6).
@@ -136,28 +129,5 @@ def onnx_session(path: Path, device: str = "cpu") -> Any:
     options = ort.SessionOptions()
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.enable_cpu_mem_arena = False
-    keep_freed_memory()
+    keep_freed_memory(PREDICT_BLOCK_BYTES)
     return ort.InferenceSession(str(path), sess_options=options, providers=providers)
-
-
-@functools.cache
-def keep_freed_memory() -> bool:
-    """Let glibc's malloc keep freed memory of up to ``MMAP_THRESHOLD_BYTES`` per block for reuse (process-wide).
-
-    Without onnxruntime's arena every run allocates its activations afresh. By default glibc serves such large blocks
-    with fresh pages from the system and returns them when freed, so each batch paid for its pages again: about
-    900,000 page faults and 2.3 s of system time for 624 images on 2 cores, a quarter of ``pneumoscope predict``'s wall
-    time. Kept in malloc's heap, the same memory serves every batch and every session (peak memory stays that of one
-    batch, where the arena kept one per session). False where the C library is not glibc (nothing is changed).
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return False
-    kept = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(mallopt(_M_TRIM_THRESHOLD,
-                                                                                 TRIM_THRESHOLD_BYTES))
-    if not kept:
-        log.debug("mallopt refused the thresholds; freed memory goes back to the system as before.")
-    return kept

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from pneumoscope.device import TRAINING_BLOCK_BYTES, keep_freed_memory
 from pneumoscope.progress import progress_bar
 
 
@@ -40,14 +41,19 @@ def forward(model: Any, images: np.ndarray | Sequence[np.ndarray], *, batch_size
     penultimate features ``(N, D)`` when ``features`` (a ``Classifier``'s backbone output, average-pooled)."""
     import torch
 
+    keep_freed_memory(TRAINING_BLOCK_BYTES)
     model = model.to(device).eval()
+    own_features = getattr(model, "logits_and_features", None)  # an ensemble: its members' features side by side
     logits, pooled = [], []
     count = len(images)
     with progress_bar(progress, transient=True) as bar, torch.inference_mode():
         task = bar.add_task(description, total=count)
         for start in range(0, count, batch_size):
             x = torch.from_numpy(as_model_input(images[start:start + batch_size])).to(device)
-            if features:
+            if features and own_features is not None:
+                out, member_features = own_features(x)
+                pooled.append(member_features.float().cpu())
+            elif features:
                 feature_map = model.features(x)
                 out = model.head(feature_map)
                 pooled.append(pool_features(feature_map).float().cpu())

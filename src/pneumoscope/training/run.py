@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from pneumoscope.data.populations import manifest_population
-from pneumoscope.device import resolve_accelerator, resolve_channels_last, resolve_precision
+from pneumoscope.device import (
+    TRAINING_BLOCK_BYTES,
+    keep_freed_memory,
+    resolve_accelerator,
+    resolve_channels_last,
+    resolve_precision,
+)
 from pneumoscope.errors import ConfigError, DataError
 from pneumoscope.tasks import label_column, task_classes
 from pneumoscope.training.checkpointing import BEST_CHECKPOINT, CHECKPOINT_DIR, LAST_CHECKPOINT
@@ -303,6 +309,7 @@ def train(
     import lightning as L
 
     quiet_lightning()
+    keep_freed_memory(TRAINING_BLOCK_BYTES)  # each step's activations reused, not paged in again (device.py)
     wall_start = time.perf_counter()
     if out_dir is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError("a multi-process launch (torchrun) needs one run folder for all processes.",
