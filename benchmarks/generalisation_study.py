@@ -474,24 +474,41 @@ def record(run_dirs: list[Path], dest: Path) -> list[Path]:
     return written
 
 
-def card_notes(run_dir: Path) -> list[str]:
-    """Limitations specific to how this run was trained (read from its config and manifest)."""
-    config = _config(run_dir)
+def _how_trained(config: dict[str, Any]) -> str:
+    return (f"{config['model']['name']} ImageNet-pretrained, {config['data']['image_size']} px input, "
+            f"{config['trainer']['epochs']} epochs, recipe `{recipe(config)}`, seed {config['seed']}")
+
+
+def _training_note(run_dir: Path) -> str:
+    """How the run (or each member of an ensemble folder, where the member runs are at hand) was trained."""
+    summary = _summary(run_dir)
+    if summary.get("model") != "ensemble":
+        return f"Trained on CPU: {_how_trained(_config(run_dir))}."
+    members = [Path(m) for m in summary.get("members", [])]
+    described = [f"`{m.name}` ({_how_trained(_config(m))})" if (m / "config.yaml").is_file() else f"`{m.name}`"
+                 for m in members]
+    return (f"A mean-probability ensemble of {len(members)} runs trained on CPU on the same split: "
+            f"{'; '.join(described)}. Its threshold was chosen on their validation split; predicting runs every "
+            "member.")
+
+
+def card_notes(run_dir: Path, extra: list[str] | None = None) -> list[str]:
+    """Limitations specific to how this run was trained (read from its config and manifest), then ``extra``."""
     manifest = pd.read_csv(run_dir / "manifest.csv")
     counts = manifest["split"].value_counts()
     return [
-        (f"Trained on CPU: {config['model']['name']} ImageNet-pretrained, {config['data']['image_size']} px input, "
-         f"{config['trainer']['epochs']} epochs, recipe `{recipe(config)}`, seed {config['seed']}."),
+        _training_note(run_dir),
         (f"Trained on the train part of a patient-grouped split of the Kermany train set ({int(counts.get('train', 0))} "
          f"images); the {int(counts.get('val', 0))} validation images chose the epoch, threshold and temperature and "
          "were not trained on. The official Kermany test split was not used."),
         ("Validation images come from the same hospital and period as the training images, so validation figures "
          "overstate performance elsewhere: a plain recipe lost ~0.25 of specificity on a later acquisition batch of the "
          "same hospital. Check the proxies above before trusting a figure."),
+        *(extra or []),
     ]
 
 
-def bundle(run_dir: Path, name: str, dest: Path | None) -> dict[str, Any]:
+def bundle(run_dir: Path, name: str, dest: Path | None, notes: list[str] | None = None) -> dict[str, Any]:
     """Install ``run_dir`` as bundled model ``name``, write its population and scope flag rates (``pneumoscope scope
     fit``, with the shipped applicability check) and measure the scope verdict on real X-rays."""
     from pneumoscope.inference import bundled
@@ -499,7 +516,7 @@ def bundle(run_dir: Path, name: str, dest: Path | None) -> dict[str, Any]:
     from pneumoscope.paths import data_root
 
     results = json.loads((run_dir / OUT_DIR / "results.json").read_text())
-    folder = bundled.install_bundled(run_dir, name, dest_root=dest, evaluation=results, notes=card_notes(run_dir))
+    folder = bundled.install_bundled(run_dir, name, dest_root=dest, evaluation=results, notes=card_notes(run_dir, notes))
     fit_scope([folder], [run_dir / "manifest.csv"], [data_root() / "covid19_radiography"],
               fullres=[data_root() / "chest_xray_fullres_sample"])
     predictor = load_predictor(folder)
@@ -544,6 +561,8 @@ def main() -> None:
     bd.add_argument("run_dir", type=Path)
     bd.add_argument("name")
     bd.add_argument("--dest", type=Path)
+    bd.add_argument("--note", action="append", help="a further line for the model card (e.g. an ensemble's "
+                                                     "measured prediction speed); repeatable")
     args = parser.parse_args()
     if args.command == "docs":
         write_docs(args.markdown, args.run_dirs, args.prefix)
@@ -556,7 +575,7 @@ def main() -> None:
         for folder in record(args.run_dirs, args.dest):
             print(f"recorded {folder}")
     elif args.command == "bundle":
-        print(json.dumps(bundle(args.run_dir, args.name, args.dest), indent=2))
+        print(json.dumps(bundle(args.run_dir, args.name, args.dest, args.note), indent=2))
     elif args.command == "evaluate":
         started = time.perf_counter()
         result = evaluate(args.run_dirs, args.stress_n, tuple(args.severities), args.progress, args.tta, args.out)
