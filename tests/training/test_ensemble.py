@@ -86,6 +86,9 @@ def test_onnx_export_features_and_explanation(combined, runs, tmp_path):
     widths = [load_predictor(runs[k], backend="pytorch", applicability=None).features_arrays(images).shape[1]
               for k in ("a", "b")]
     assert torch_side.features_arrays(images).shape == (3, sum(widths))
+    prepared = np.stack([torch_side.prepare(image) for image in images])
+    logits, pooled = forward(load_classifier(combined)[0], (prepared * 255).round().astype(np.uint8), features=True)
+    assert logits.shape == (3, 2) and pooled.shape == (3, sum(widths))  # what evaluation's feature analyses read
     explained = torch_side.explain_array(images[0])
     assert explained["heatmap"].shape == images[0].shape
     heatmap = explained["heatmap"]

@@ -11,7 +11,6 @@ import numpy as np
 
 from pneumoscope.device import keep_freed_memory
 from pneumoscope.errors import ModelError
-from pneumoscope.files import file_sha256  # noqa: F401  (model files are identified by it)
 
 ONNX_META_KEY = "pneumoscope"
 EXPORTED_ONNX_FILE = "model.onnx"
@@ -51,7 +50,7 @@ def forward_with_features(model: Any, x: Any, head: Any = None) -> tuple[Any, An
     the input of their last Linear layer, recorded by a hook that ignores passes of other threads.
     """
     own = getattr(model, "logits_and_features", None)
-    if own is not None:  # an ensemble: its members' features side by side
+    if own is not None:
         return own(x)
     if hasattr(model, "features") and hasattr(model, "head"):
         features = model.features(x)

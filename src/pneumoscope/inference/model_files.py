@@ -9,8 +9,9 @@ from pathlib import Path
 
 from pneumoscope.data.populations import Population, recorded_population
 from pneumoscope.errors import ModelError, PneumoscopeError
+from pneumoscope.files import file_sha256
 from pneumoscope.inference import bundled
-from pneumoscope.inference.backends import ONNX_META_KEY, OnnxBackend, TorchBackend, file_sha256
+from pneumoscope.inference.backends import ONNX_META_KEY, OnnxBackend, TorchBackend
 from pneumoscope.inference.predictor import Predictor, model_stem
 from pneumoscope.models.meta import META_FILE, WEIGHTS_FILE, ModelMeta, read_meta_file
 
