@@ -30,6 +30,7 @@ the proxies and the stress test are ``pneumoscope.robustness``'s.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from pathlib import Path
@@ -246,6 +247,7 @@ RECIPE_SECTIONS = ("model", "augment", "balance", "optim", "loss")
 STUDY_CONFIGS = Path(__file__).resolve().parent.parent / "experiments" / "generalisation"
 
 
+@functools.cache
 def _candidates() -> dict[str, dict[str, Any]]:
     """Every recipe a run may have been trained with, fully resolved: the presets and the study's config files."""
     from pneumoscope.training.config import resolve_config
@@ -278,7 +280,7 @@ def recipe(run_config: dict[str, Any]) -> str:
 def _precision(run_dir: Path) -> str:
     """The precision the run trained in (from its summary: ``auto`` meant fp32 on CPU before bf16 became its CPU
     default)."""
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = _summary(run_dir)
     return {"32-true": "fp32", "bf16-mixed": "bf16", "16-mixed": "fp16"}.get(summary.get("precision"), "?")
 
 
@@ -332,13 +334,14 @@ def table(run_dirs: list[Path]) -> pd.DataFrame:
         main = v.get("stored_threshold") or v.get("argmax")
         half = v.get("at_0.5", {})
         u, res, s = r["unseen_site_normals"], r["resolution_consistency"], r["stress"]
-        summary = _summary(member)
+        summaries = [_summary(m) for m in members]
+        summary = summaries[0]
         rows.append({
             "run": run_dir.name, "task": r["task"], "recipe": _variant_recipe(members, r.get("tta") or 0),
             "seed": "" if r["seed"] is None else str(r["seed"]),  # ensembles have none; keep "0", not "0.000"
             "px": config["data"]["image_size"], "epochs": config["trainer"]["epochs"], "precision": _precision(member),
             "best_epoch": str(r["best_epoch"]) if len(members) == 1 else "",
-            "train_s": sum(_training_seconds(m, _summary(m)) or 0.0 for m in members),
+            "train_s": sum(_training_seconds(m, info) or 0.0 for m, info in zip(members, summaries, strict=True)),
             "train_img_s": summary.get("mean_images_per_second") if len(members) == 1 else None,
             "val_acc": main["accuracy"], "val_spec": main["specificity"],
             "val_sens": main.get("sensitivity", main.get("sensitivity_any_pneumonia")), "val_auc": main["roc_auc"],

@@ -69,18 +69,29 @@ def _target_layers(model: Any) -> list[Any]:
     return list(layers) if isinstance(layers, list | tuple) else [layers]
 
 
-def _reshape_transform(model: Any, layer: Any, sample: Any) -> Any:
-    """None for conv layers (B, C, h, w); a token → grid transform for transformer layers (B, N, C)."""
+def _reshape_transforms(model: Any, layers: list[Any], sample: Any) -> list[Any]:
+    """Per layer (one forward pass for all): None for conv layers (B, C, h, w); a token → grid transform for
+    transformer layers (B, N, C)."""
     import torch
 
-    shapes: list[tuple[int, ...]] = []
-    handle = layer.register_forward_hook(lambda _m, _i, out: shapes.append(tuple(_first_tensor(out).shape)))
+    shapes: dict[int, tuple[int, ...]] = {}
+
+    def recorder(index: int) -> Any:
+        def record(_module: Any, _inputs: Any, output: Any) -> None:  # returns None: the output stays as it is
+            shapes.setdefault(index, tuple(_first_tensor(output).shape))
+        return record
+
+    handles = [layer.register_forward_hook(recorder(i)) for i, layer in enumerate(layers)]
     try:
         with torch.no_grad():
             model(sample)
     finally:
-        handle.remove()
-    shape = shapes[0]
+        for handle in handles:
+            handle.remove()
+    return [_grid_transform(shapes[i]) for i in range(len(layers))]
+
+
+def _grid_transform(shape: tuple[int, ...]) -> Any:
     if len(shape) == 4:
         return None
     if len(shape) == 3:
@@ -130,7 +141,7 @@ def explain_image(
     layers = _target_layers(cam_model)
     device = next(cam_model.parameters()).device
     sample = torch.from_numpy(prepared[None, None]).to(device)
-    reshapes = [_reshape_transform(cam_model, layer, sample) for layer in layers]
+    reshapes = _reshape_transforms(cam_model, layers, sample)
     if len(layers) > 1 and any(r is not None for r in reshapes):
         raise ModelError("Grad-CAM of an ensemble needs convolutional members; this one has transformer members.",
                          path=predictor.source, fix="explain its members one by one.")

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from pneumoscope.errors import ModelError
+from pneumoscope.models.scoring import pool_features
 
 ENSEMBLE_ARCHITECTURE = "mean_probability_ensemble"
 # keeps log() finite where a member is certain; 1e-12 changes no probability by more than that
@@ -42,26 +43,23 @@ class MeanProbabilityEnsemble(nn.Module):
     def num_outputs(self) -> int:
         return self.num_classes
 
-    def member_probabilities(self, x: torch.Tensor) -> torch.Tensor:
-        """(members, B, num_classes) temperature-scaled class probabilities of each member."""
-        return torch.stack([member.probabilities(member(x) / self.temperatures[i])
-                            for i, member in enumerate(self.members)])
+    def _log_mean(self, member_logits: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Log of the mean of the members' temperature-scaled class probabilities."""
+        probabilities = [member.probabilities(logits / self.temperatures[i])
+                         for i, (member, logits) in enumerate(zip(self.members, member_logits, strict=True))]
+        return torch.log(torch.stack(probabilities).mean(dim=0).clamp_min(_FLOOR))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.log(self.member_probabilities(x).mean(dim=0).clamp_min(_FLOOR))
+        return self._log_mean([member(x) for member in self.members])
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.softmax(logits, dim=-1)
 
     def logits_and_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The output and the members' pooled penultimate features side by side (B, sum of their widths)."""
-        features, probabilities = [], []
-        for i, member in enumerate(self.members):
-            feature_map = member.features(x)
-            probabilities.append(member.probabilities(member.head(feature_map) / self.temperatures[i]))
-            features.append(feature_map.mean(dim=(2, 3)) if feature_map.ndim == 4 else feature_map.flatten(1))
-        mean = torch.stack(probabilities).mean(dim=0)
-        return torch.log(mean.clamp_min(_FLOOR)), torch.cat(features, dim=1)
+        feature_maps = [member.features(x) for member in self.members]
+        logits = [member.head(feature_map) for member, feature_map in zip(self.members, feature_maps, strict=True)]
+        return self._log_mean(logits), torch.cat([pool_features(f) for f in feature_maps], dim=1)
 
     def cam_target_layer(self) -> list[nn.Module]:
         """Every member's Grad-CAM layer: the heatmap of the ensemble's output averages theirs."""

@@ -22,7 +22,6 @@ from pneumoscope.errors import ConfigError, ModelError
 from pneumoscope.files import file_sha256
 from pneumoscope.models.meta import WEIGHTS_FILE
 from pneumoscope.results import CONFIG_FILE, MANIFEST_FILE, RunRecord, read_run_record
-from pneumoscope.tasks import label_column
 from pneumoscope.training.config import TrainConfig, load_run_config
 from pneumoscope.training.finish import model_metadata, validation_operating_point, write_summary
 
@@ -30,8 +29,6 @@ from pneumoscope.training.finish import model_metadata, validation_operating_poi
 def combine_runs(run_dirs: Sequence[str | Path], out_dir: str | Path) -> Path:
     """Write the mean-probability ensemble of ``run_dirs`` into ``out_dir`` (which must not hold a model yet);
     returns ``out_dir``. ConfigError / ModelError naming the folder when the runs cannot be combined."""
-    import torch
-
     from pneumoscope.models import load_classifier, save_classifier
     from pneumoscope.models.ensemble import MeanProbabilityEnsemble
     from pneumoscope.models.scoring import forward
@@ -45,8 +42,7 @@ def combine_runs(run_dirs: Sequence[str | Path], out_dir: str | Path) -> Path:
     ensemble = MeanProbabilityEnsemble(loaded, [record.meta.temperature for record in records])
     data = PneumoDataModule(records[0].manifest, config)
     images, labels = data.val_arrays()
-    with torch.inference_mode():
-        logits, _ = forward(ensemble, images)
+    logits, _ = forward(ensemble, images)
     operating = validation_operating_point(config, logits, labels)
     operating["val_metrics"]["val_loss"] = float(-np.mean(logits[np.arange(len(labels)), labels]))
     meta = model_metadata(config, operating, epochs=0, population=manifest_population(data.frame))
@@ -93,12 +89,14 @@ def _compatible_records(run_dirs: Sequence[str | Path], out: Path) -> list[RunRe
 
 
 def _validation_paths(record: RunRecord) -> frozenset[str]:
-    manifest = record.manifest
-    if manifest is None:
+    """The images the run was validated on: the ``val`` rows of what its training read (``trainable_rows``)."""
+    from pneumoscope.training.datamodule import trainable_rows
+
+    if record.manifest is None:
         raise ConfigError(f"no {MANIFEST_FILE} in the run folder.", path=record.run_dir,
                           fix="give a run folder written by `pneumoscope train`.")
-    labelled = manifest[label_column(record.meta.task)].fillna("").astype(str).ne("")
-    return frozenset(manifest.loc[manifest["split"].eq("val") & labelled, "path"].astype(str))
+    rows = trainable_rows(record.manifest, record.meta.task)
+    return frozenset(rows.loc[rows["split"].eq("val"), "path"].astype(str))
 
 
 def _ensemble_config(config: TrainConfig) -> TrainConfig:
