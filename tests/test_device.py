@@ -91,3 +91,13 @@ def test_keep_freed_memory_only_ever_raises_the_threshold(monkeypatch):
     if sys.platform.startswith("linux"):
         assert device.keep_freed_memory(device.TRAINING_BLOCK_BYTES)
         assert calls == [(-3, device.TRAINING_BLOCK_BYTES), (-1, 2 * device.TRAINING_BLOCK_BYTES)]
+
+
+def test_skipping_the_memory_fill_leaves_deterministic_algorithms_as_they_are(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.utils.deterministic, "fill_uninitialized_memory", True)
+    before = torch.are_deterministic_algorithms_enabled()
+    device.skip_uninitialized_memory_fill()
+    assert torch.utils.deterministic.fill_uninitialized_memory is False
+    assert torch.are_deterministic_algorithms_enabled() == before

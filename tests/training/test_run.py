@@ -158,7 +158,7 @@ def test_logistic_regression_baseline_writes_a_loadable_run(tiny_config, tmp_pat
 
     run_dir = train(tiny_config(model={"name": "logistic_regression", "pretrained": False}), tmp_path / "lr",
                     progress=False)
-    model, meta = load_classifier(run_dir)
+    _, meta = load_classifier(run_dir)
     assert meta["architecture"] == "logistic_regression" and 0.0 <= meta["threshold"] <= 1.0
     assert meta["population"]["name"] == "pediatric"
     assert pd.read_csv(run_dir / "metrics.csv")["epoch"].tolist() == [1]
@@ -176,3 +176,13 @@ def test_split_seed_fixes_the_validation_split_across_training_seeds(tiny_config
     assert fixed[0] == fixed[1] == fixed[2] == val_patients("seed0", seed=0)  # default: the run's seed
     free = [val_patients(f"free{seed}", seed=seed) for seed in (1, 2, 3)]
     assert len({frozenset(p) for p in free}) > 1  # without it, the training seed moves the split
+
+
+def test_deterministic_training_keeps_deterministic_kernels_without_filling_new_memory(tiny_config, tmp_path,
+                                                                                        monkeypatch):
+    monkeypatch.setattr(torch.utils.deterministic, "fill_uninitialized_memory", True)  # torch's default
+    seen: list[tuple[bool, bool]] = []
+    train(tiny_config(trainer={"epochs": 1, "deterministic": "warn"}), tmp_path / "run", progress=False,
+          on_epoch=lambda row, trainer: seen.append((torch.are_deterministic_algorithms_enabled(),
+                                                     torch.utils.deterministic.fill_uninitialized_memory)))
+    assert seen == [(True, False)]

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric
 
+from pneumoscope.device import skip_uninitialized_memory_fill
 from pneumoscope.training.config import TrainConfig
 from pneumoscope.training.strategies import (
     Stage,
@@ -128,6 +129,11 @@ class ClassifierModule(L.LightningModule):
     def _enter_stage(self, number: int) -> None:
         self.stage = number
         apply_stage(self.model, self.config, self.current_stage)
+
+    def on_fit_start(self) -> None:
+        # here, not where the Trainer is built: every process of a multi-process run passes through this hook
+        if torch.are_deterministic_algorithms_enabled():
+            skip_uninitialized_memory_fill()
 
     def on_train_epoch_start(self) -> None:
         self._epoch_batches = 0
