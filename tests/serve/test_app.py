@@ -141,7 +141,7 @@ def test_type_is_decided_by_content_not_by_name(server_url, make_xray):
 
 @pytest.mark.realdata
 def test_predict_real_full_resolution_image(server_url, real_data):
-    path = sorted((real_data / "chest_xray_fullres_sample" / "train" / "PNEUMONIA").glob("*.jpeg"))[0]
+    path = min((real_data / "chest_xray_fullres_sample" / "train" / "PNEUMONIA").glob("*.jpeg"))
     data = path.read_bytes()
     body = post_file(server_url, "/predict", data, name=path.name, content_type="image/jpeg").json()
     with Image.open(path) as image:

@@ -71,7 +71,7 @@ def assert_not_blank(png: bytes) -> None:
 
 @pytest.mark.realdata
 def test_upload_a_real_xray_and_see_class_probabilities_and_heatmap(page, predictor, real_data, tmp_path):
-    xray = sorted((real_data / "chest_xray_fullres_sample" / "train" / "PNEUMONIA").glob("*.jpeg"))[0]
+    xray = min((real_data / "chest_xray_fullres_sample" / "train" / "PNEUMONIA").glob("*.jpeg"))
     wait_for_model_line(page, predictor.model_id)
     assert "not a medical device" in page.inner_text("#notice").lower()
 
