@@ -1,7 +1,7 @@
 """Training throughput vs the model-bound limit, side by side in one run (CPU or GPU).
 
     python benchmarks/training_throughput.py [--size 224] [--images 800] [--epochs 2] [--repeat 2] [--lanes 1 2]
-                                             [--malloc keep system]
+                                             [--malloc keep system] [--memory-fill skip torch]
 
 Rows, measured in alternation (``--repeat`` rounds, so that a change of machine load hits every row alike):
 
@@ -17,6 +17,8 @@ Rows, measured in alternation (``--repeat`` rounds, so that a change of machine 
 
 Every row runs in its own process, with malloc as ``pneumoscope train`` sets it (``--malloc keep``: freed blocks
 kept for reuse, ``device.keep_freed_memory``) or glibc's defaults (``--malloc system``); both alternate in one run.
+``--memory-fill torch`` adds trainer rows where torch fills every new tensor with NaN, as it does by default under
+deterministic algorithms (``device.skip_uninitialized_memory_fill`` turned off: how the trainer ran before).
 The ratio that matters is trainer / model-bound (bare) in the same configuration.
 """
 
@@ -98,6 +100,8 @@ def _fwd_bwd_worker(args: argparse.Namespace) -> None:
 
 
 MALLOC_SETTINGS = ("keep", "system")
+FILL_SETTINGS = ("skip", "torch")
+WITH_TORCH_FILL = "--trainer-with-torch-fill"
 
 
 def malloc_env(malloc: str) -> dict[str, str]:
@@ -119,7 +123,24 @@ def parallel_fwd_bwd(which: str, args: argparse.Namespace, lanes: int, malloc: s
     return sum(json.loads(p.communicate()[0].strip().splitlines()[-1])["rate"] for p in processes)
 
 
-def trainer_runs(args: argparse.Namespace, manifest: Path, lanes: int, root: Path, malloc: str) -> dict[str, float]:
+def trainer_command(fill: str) -> list[str]:
+    """``pneumoscope``, or with ``fill="torch"`` this script run as the CLI with torch's memory fill left on."""
+    if fill == "torch":
+        return [sys.executable, __file__, WITH_TORCH_FILL]
+    return [str(Path(sys.executable).with_name("pneumoscope"))]
+
+
+def _trainer_with_torch_fill(cli_args: list[str]) -> None:
+    from pneumoscope.cli.main import main as cli_main
+    from pneumoscope.training import module
+
+    module.skip_uninitialized_memory_fill = lambda: None
+    sys.argv = ["pneumoscope", *cli_args]
+    cli_main()
+
+
+def trainer_runs(args: argparse.Namespace, manifest: Path, lanes: int, root: Path, malloc: str,
+                 fill: str = "skip") -> dict[str, float]:
     """``lanes`` ``pneumoscope train`` processes at once (one thread each when lanes > 1): last-epoch figures."""
     env = malloc_env(malloc)
     if lanes > 1:
@@ -127,7 +148,7 @@ def trainer_runs(args: argparse.Namespace, manifest: Path, lanes: int, root: Pat
     processes = []
     for lane in range(lanes):
         out = root / f"lanes{lanes}-{lane}-{time.monotonic_ns()}"
-        command = [str(Path(sys.executable).with_name("pneumoscope")), "train", "--data", str(manifest),
+        command = [*trainer_command(fill), "train", "--data", str(manifest),
                    "--task", "binary", "--model", "efficientnet_lite0", "--pretrained",
                    "--image-size", str(args.size), "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
                    "--set", f"trainer.precision={args.precision}", "--set", "data.split_seed=0",
@@ -159,12 +180,17 @@ def subset_manifest(args: argparse.Namespace, root: Path) -> tuple[Path, int]:
     return path, int(table["split"].eq("train").sum())
 
 
-def row_name(kind: str, lanes: int, malloc: str, settings: list[str]) -> str:
-    """``model-bound, bare EfficientNet-Lite0 (1 process)`` etc., with ``[malloc: ...]`` when several are measured."""
+def row_name(kind: str, lanes: int, malloc: str, settings: list[str], fill: str = "skip",
+             fills: tuple[str, ...] = ("skip",)) -> str:
+    """``model-bound, bare EfficientNet-Lite0 (1 process)`` etc., with ``[malloc: ...]`` / ``[fill: ...]`` when several
+    are measured (the fill only applies to trainer rows)."""
     where = "1 process" if lanes == 1 else f"{lanes} processes x 1 thread"
     label = {"bare": "model-bound, bare EfficientNet-Lite0", "project": "model-bound, pneumoscope Classifier",
              "trainer": "trainer, pneumoscope train"}[kind]
-    return f"{label} ({where})" + (f" [malloc: {malloc}]" if len(settings) > 1 else "")
+    name = f"{label} ({where})" + (f" [malloc: {malloc}]" if len(settings) > 1 else "")
+    if kind == "trainer" and len(fills) > 1:
+        name += " [torch's memory fill]" if fill == "torch" else " [memory fill skipped]"
+    return name
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -183,14 +209,15 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                     for kind in ("bare", "project") if lanes == 1 else ("bare",):
                         rows.setdefault(row_name(kind, lanes, malloc, args.malloc), []).append(
                             parallel_fwd_bwd(kind, args, lanes, malloc))
-                    figures = trainer_runs(args, manifest, lanes, root, malloc)
-                    name = row_name("trainer", lanes, malloc, args.malloc)
-                    rows.setdefault(name, []).append(figures["images_per_s"])
-                    seconds.setdefault(name, []).append(figures["epoch_s"])
+                    for fill in args.memory_fill:
+                        figures = trainer_runs(args, manifest, lanes, root, malloc, fill)
+                        name = row_name("trainer", lanes, malloc, args.malloc, fill, tuple(args.memory_fill))
+                        rows.setdefault(name, []).append(figures["images_per_s"])
+                        seconds.setdefault(name, []).append(figures["epoch_s"])
     load["after"] = load_average()
     return {"rows": {k: v for k, v in rows.items()}, "epoch_seconds": seconds, "train_images": train_images,
             "precision": args.resolved_precision, "load": load, "torch_threads": args.threads or os.cpu_count(),
-            "malloc": args.malloc, "cpu": _cpu_name(), "date": time.strftime("%Y-%m-%d %H:%M")}
+            "malloc": args.malloc, "memory_fill": args.memory_fill, "cpu": _cpu_name(), "date": time.strftime("%Y-%m-%d %H:%M")}
 
 
 def _cpu_name() -> str:
@@ -215,17 +242,22 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> str:
     for malloc in args.malloc:
         for lanes in args.lanes:
             bound = medians[row_name("bare", lanes, malloc, args.malloc)]
-            trainer = medians[row_name("trainer", lanes, malloc, args.malloc)]
-            label = f"{lanes} process{'es' if lanes > 1 else ''}" + (f", malloc {malloc}" if len(args.malloc) > 1
-                                                                        else "")
-            lines.append(f"trainer / model-bound ({label}): {trainer / bound:.2f} "
-                         f"({'meets' if trainer / bound >= 0.8 else 'misses'} the 0.8 target)")
+            for fill in args.memory_fill:
+                trainer = medians[row_name("trainer", lanes, malloc, args.malloc, fill, tuple(args.memory_fill))]
+                label = f"{lanes} process{'es' if lanes > 1 else ''}" + (
+                    f", malloc {malloc}" if len(args.malloc) > 1 else "") + (
+                    f", memory fill {fill}" if len(args.memory_fill) > 1 else "")
+                lines.append(f"trainer / model-bound ({label}): {trainer / bound:.2f} "
+                             f"({'meets' if trainer / bound >= 0.8 else 'misses'} the 0.8 target)")
     return "\n".join(lines)
 
 
 def main() -> None:
     from pneumoscope.paths import data_root
 
+    if sys.argv[1:2] == [WITH_TORCH_FILL]:
+        _trainer_with_torch_fill(sys.argv[2:])
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=data_root() / "chest_xray")
     parser.add_argument("--size", type=int, default=224)
@@ -241,6 +273,9 @@ def main() -> None:
     parser.add_argument("--malloc", nargs="+", choices=MALLOC_SETTINGS, default=["keep"],
                         help="keep: freed blocks kept for reuse, as pneumoscope sets malloc; system: glibc's "
                              "defaults (both: measured in alternation)")
+    parser.add_argument("--memory-fill", nargs="+", choices=FILL_SETTINGS, default=["skip"],
+                        help="skip: as pneumoscope trains; torch: trainer rows with torch's NaN fill of new tensors "
+                             "under deterministic algorithms (both: measured in alternation)")
     parser.add_argument("--out", type=Path, help="write training_throughput.json here")
     parser.add_argument("--worker", choices=("bare", "project"), help=argparse.SUPPRESS)
     parser.add_argument("--resolved-precision", help=argparse.SUPPRESS)

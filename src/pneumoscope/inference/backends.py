@@ -11,6 +11,7 @@ import numpy as np
 
 from pneumoscope.device import keep_freed_memory
 from pneumoscope.errors import ModelError
+from pneumoscope.models.scoring import pool_features
 
 ONNX_META_KEY = "pneumoscope"
 EXPORTED_ONNX_FILE = "model.onnx"
@@ -54,8 +55,7 @@ def forward_with_features(model: Any, x: Any, head: Any = None) -> tuple[Any, An
         return own(x)
     if hasattr(model, "features") and hasattr(model, "head"):
         features = model.features(x)
-        logits = model.head(features)
-        return logits, features.mean(dim=(2, 3)) if features.ndim == 4 else features.flatten(1)
+        return model.head(features), pool_features(features)
     if head is None:
         return model(x), None
     captured: list[Any] = []
