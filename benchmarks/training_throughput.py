@@ -182,8 +182,8 @@ def subset_manifest(args: argparse.Namespace, root: Path) -> tuple[Path, int]:
 
 def row_name(kind: str, lanes: int, malloc: str, settings: list[str], fill: str = "skip",
              fills: tuple[str, ...] = ("skip",)) -> str:
-    """``model-bound, bare EfficientNet-Lite0 (1 process)`` etc., with ``[malloc: ...]`` / ``[fill: ...]`` when several
-    are measured (the fill only applies to trainer rows)."""
+    """``model-bound, bare EfficientNet-Lite0 (1 process)`` etc., with ``[malloc: ...]`` and, for trainer rows, the
+    memory fill when several settings are measured."""
     where = "1 process" if lanes == 1 else f"{lanes} processes x 1 thread"
     label = {"bare": "model-bound, bare EfficientNet-Lite0", "project": "model-bound, pneumoscope Classifier",
              "trainer": "trainer, pneumoscope train"}[kind]
