@@ -6,8 +6,8 @@
 #
 # LANE_FILE: one run per line, "NAME ARGS..." (extra `pneumoscope train` arguments); runs are trained in order into
 # ROOT/NAME. Lines starting with "#" are skipped ("#done": a run whose results are already kept). Safe to run again:
-# a finished run (summary.json) is skipped, an unfinished one resumes from its last epoch. On a 2-core CPU two lanes with one thread each train ~1.5x more images/s in total than one run with two
-# threads (docs/PERFORMANCE.md).
+# a finished run (summary.json) is skipped, an unfinished one resumes from its last epoch. On a 2-core CPU two lanes
+# with one thread each train ~1.5x more images/s in total than one run with two threads (docs/PERFORMANCE.md).
 set -uo pipefail
 lane=${1:?lane file}
 root=${2:?run root}

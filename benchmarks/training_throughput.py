@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -181,7 +182,7 @@ def subset_manifest(args: argparse.Namespace, root: Path) -> tuple[Path, int]:
 
 
 def row_name(kind: str, lanes: int, malloc: str, settings: list[str], fill: str = "skip",
-             fills: tuple[str, ...] = ("skip",)) -> str:
+             fills: Sequence[str] = ("skip",)) -> str:
     """``model-bound, bare EfficientNet-Lite0 (1 process)`` etc., with ``[malloc: ...]`` and, for trainer rows, the
     memory fill when several settings are measured."""
     where = "1 process" if lanes == 1 else f"{lanes} processes x 1 thread"
@@ -211,13 +212,14 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                             parallel_fwd_bwd(kind, args, lanes, malloc))
                     for fill in args.memory_fill:
                         figures = trainer_runs(args, manifest, lanes, root, malloc, fill)
-                        name = row_name("trainer", lanes, malloc, args.malloc, fill, tuple(args.memory_fill))
+                        name = row_name("trainer", lanes, malloc, args.malloc, fill, args.memory_fill)
                         rows.setdefault(name, []).append(figures["images_per_s"])
                         seconds.setdefault(name, []).append(figures["epoch_s"])
     load["after"] = load_average()
     return {"rows": {k: v for k, v in rows.items()}, "epoch_seconds": seconds, "train_images": train_images,
             "precision": args.resolved_precision, "load": load, "torch_threads": args.threads or os.cpu_count(),
-            "malloc": args.malloc, "memory_fill": args.memory_fill, "cpu": _cpu_name(), "date": time.strftime("%Y-%m-%d %H:%M")}
+            "malloc": args.malloc, "memory_fill": args.memory_fill, "cpu": _cpu_name(),
+            "date": time.strftime("%Y-%m-%d %H:%M")}
 
 
 def _cpu_name() -> str:
@@ -243,7 +245,7 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> str:
         for lanes in args.lanes:
             bound = medians[row_name("bare", lanes, malloc, args.malloc)]
             for fill in args.memory_fill:
-                trainer = medians[row_name("trainer", lanes, malloc, args.malloc, fill, tuple(args.memory_fill))]
+                trainer = medians[row_name("trainer", lanes, malloc, args.malloc, fill, args.memory_fill)]
                 label = f"{lanes} process{'es' if lanes > 1 else ''}" + (
                     f", malloc {malloc}" if len(args.malloc) > 1 else "") + (
                     f", memory fill {fill}" if len(args.memory_fill) > 1 else "")
