@@ -6,6 +6,7 @@
     python benchmarks/generalisation_study.py docs docs/GENERALISATION.md RUN_DIR...   # rewrite its 3 tables
     python benchmarks/generalisation_study.py docs docs/GENERALISATION.md --prefix FULLSIZE_ RUN_DIR...
     python benchmarks/generalisation_study.py rank RUN_DIR... [--csv OUT.csv]      # the selection rule
+    python benchmarks/generalisation_study.py decide RUN_DIR... [--docs FILE --prefix P]  # on the seed means
     python benchmarks/generalisation_study.py record RUN_DIR... --dest docs/generalisation-runs
     python benchmarks/generalisation_study.py bundle RUN_DIR NAME [--dest DIR]
 
@@ -21,7 +22,9 @@ predicted as the mean of N views (``pneumoscope predict --tta``; the stored thre
 folders (trained on the same split) as the mean of their calibrated probabilities, at a Youden threshold chosen on the
 ensemble's validation probabilities; such variants need ``--out DIR`` (written to ``DIR/generalisation``).
 ``table`` gathers several runs or variants into one table (CSV and Markdown); ``rank`` applies the full-size study's
-selection rule (``pneumoscope.metrics.ranking``) to them; ``record`` copies the small files of evaluated runs (config, summary,
+selection rule (``pneumoscope.metrics.ranking``) to them, ``decide`` its third step to the finalists' runs and
+their variants (seed means per recipe; with ``--docs`` also written between the file's ``DECISION_TABLE``
+markers); ``record`` copies the small files of evaluated runs (config, summary,
 metrics, results, stress table) into a folder kept in the repository, from which ``table``, ``rank`` and ``docs``
 work as from the run folders. Models are read with ``inference.Predictor`` (the same preprocessing as predict);
 the proxies and the stress test are ``pneumoscope.robustness``'s.
@@ -44,7 +47,7 @@ from pneumoscope.inference.loading import load_predictor
 from pneumoscope.inference.predictor import Predictor
 from pneumoscope.metrics.bootstrap import headline_with_ci
 from pneumoscope.metrics.classification import classification_metrics
-from pneumoscope.metrics.ranking import PROXIES, score_runs
+from pneumoscope.metrics.ranking import PROXIES, decide_between_finalists, score_runs, seed_means
 from pneumoscope.metrics.threshold import choose_threshold
 from pneumoscope.robustness import resolution_consistency, stress_test, summary_by_kind, unseen_site_normals
 from pneumoscope.tasks import label_column
@@ -440,13 +443,33 @@ def write_docs(markdown: Path, run_dirs: list[Path], prefix: str = "") -> None:
     if prefix:
         tables["RANK_TABLE"] = _markdown(rank_table(run_dirs).rename(columns={"res_mean_abs_dp": "res_\\|Δp\\|"}))
     for key, body in tables.items():
-        name = prefix + key
-        begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
-        if begin not in text or end not in text:
-            raise SystemExit(f"{markdown} has no {begin} ... {end} markers")
-        head, rest = text.split(begin, 1)
-        text = head + begin + "\n" + body + "\n" + end + rest.split(end, 1)[1]
+        text = _between_markers(text, prefix + key, body, markdown)
     markdown.write_text(text, encoding="utf-8")
+
+
+def _between_markers(text: str, name: str, body: str, markdown: Path) -> str:
+    """``text`` with what lies between its ``BEGIN name`` / ``END name`` comments replaced by ``body``."""
+    begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
+    if begin not in text or end not in text:
+        raise SystemExit(f"{markdown} has no {begin} ... {end} markers")
+    head, rest = text.split(begin, 1)
+    return head + begin + "\n" + body + "\n" + end + rest.split(end, 1)[1]
+
+
+def decision_table(run_dirs: list[Path]) -> tuple[pd.DataFrame, dict[str, str]]:
+    """The rule's third and fourth steps: the finalists' runs (and their variants, ensembles or TTA) as seed means
+    per recipe, ranked; per task the recipe chosen between the finalists (variants rank beside them, not in it)."""
+    means = seed_means(table(run_dirs).set_index("run"))
+    parts, chosen = [], {}
+    for task, rows in means.groupby("task", sort=False):
+        scored = score_runs(rows, task)
+        recipes = rows.loc[[name in _candidates() for name in rows.index]]
+        chosen[task] = decide_between_finalists(recipes, task)
+        scored["chosen"] = scored.index == chosen[task]
+        parts.append(scored)
+    keep = ["task", "seeds", "runs", "val_acc", "val_auc", *PROXIES, "eligible", *(f"rank_{c}" for c in PROXIES),
+            "score", "place", "chosen"]
+    return pd.concat(parts)[keep].reset_index(), chosen
 
 
 RESULT_FILES = (f"{OUT_DIR}/results.json", f"{OUT_DIR}/stress.csv")
@@ -557,6 +580,10 @@ def main() -> None:
     rk = sub.add_parser("rank", help="the full-size study's selection rule")
     rk.add_argument("run_dirs", type=Path, nargs="+")
     rk.add_argument("--csv", type=Path)
+    de = sub.add_parser("decide", help="the rule's third step: the finalists' seed means and the chosen recipe")
+    de.add_argument("run_dirs", type=Path, nargs="+")
+    de.add_argument("--docs", type=Path, help="also write the table between this Markdown file's markers")
+    de.add_argument("--prefix", default="", help="marker prefix of --docs (FULLSIZE_)")
     rc = sub.add_parser("record", help="copy evaluated runs' small result files into a folder kept in git")
     rc.add_argument("run_dirs", type=Path, nargs="+")
     rc.add_argument("--dest", type=Path, required=True)
@@ -574,6 +601,16 @@ def main() -> None:
         if args.csv:
             ranked.to_csv(args.csv, index=False)
         print(_markdown(ranked))
+    elif args.command == "decide":
+        decided, chosen = decision_table(args.run_dirs)
+        text = _markdown(decided.rename(columns={"res_mean_abs_dp": "res_\\|Δp\\|"}))
+        if args.docs:
+            body = _between_markers(args.docs.read_text(encoding="utf-8"), args.prefix + "DECISION_TABLE", text,
+                                    args.docs)
+            args.docs.write_text(body, encoding="utf-8")
+        print(text)
+        for task, name in chosen.items():
+            print(f"{task}: the rule chooses `{name}`")
     elif args.command == "record":
         for folder in record(args.run_dirs, args.dest):
             print(f"recorded {folder}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from pneumoscope.metrics.ranking import PROXIES, decide_between_finalists, rounded, score_runs
+from pneumoscope.metrics.ranking import PROXIES, decide_between_finalists, rounded, score_runs, seed_means
 
 
 def runs(**overrides: dict[str, float]) -> pd.DataFrame:
@@ -65,3 +65,21 @@ def test_missing_columns_are_named():
         score_runs(runs(a={}).drop(columns="unseen_spec"), "binary")
     assert set(PROXIES) == {"unseen_spec", "res_mean_abs_dp", "stress_photometric_bal", "stress_framing_bal",
                             "stress_sharpness_bal"}
+
+
+def test_seed_means_average_each_recipe_over_its_runs():
+    figures = runs(a_s0={"unseen_spec": 0.80, "val_acc": 0.990}, a_s1={"unseen_spec": 0.90, "val_acc": 0.980},
+                   b_s0={"unseen_spec": 0.70}, c3_s0={"unseen_spec": 0.60})
+    figures["task"] = ["binary", "binary", "binary", "3class"]
+    figures["recipe"] = ["a", "a", "b", "a"]
+    means = seed_means(figures)
+    binary = means.loc[means["task"] == "binary"]
+    assert binary.loc["a", "unseen_spec"] == pytest.approx(0.85)
+    assert binary.loc["a", "val_acc"] == pytest.approx(0.985)
+    assert binary.loc["a", "seeds"] == 2 and binary.loc["a", "runs"] == "a_s0, a_s1"
+    assert binary.loc["b", "seeds"] == 1
+    # a recipe of another task is its own row, not averaged in
+    assert means.loc[means["task"] == "3class", "unseen_spec"].tolist() == pytest.approx([0.60])
+    assert decide_between_finalists(binary, "binary") == "a"
+    with pytest.raises(ValueError, match="recipe"):
+        seed_means(figures.drop(columns="recipe"))

@@ -4,7 +4,8 @@
     gate on validation -> rank on five proxies (rounded to their noise step) -> mean rank -> lowest wins
 
 ``score_runs(figures, task)`` takes one row per run (the columns of ``PROXIES`` plus ``val_acc`` and ``val_auc``) and
-returns the same rows with ``eligible``, one ``rank_<proxy>`` column per proxy, ``score`` and ``place``.
+returns the same rows with ``eligible``, one ``rank_<proxy>`` column per proxy, ``score`` and ``place``;
+``seed_means`` turns runs into one row per recipe (the rule's third step), ``decide_between_finalists`` applies it.
 """
 
 from __future__ import annotations
@@ -53,6 +54,22 @@ def score_runs(figures: pd.DataFrame, task: str) -> pd.DataFrame:
     out["place"] = np.nan
     out.loc[order, "place"] = np.arange(1, len(order) + 1)
     return out
+
+
+def seed_means(figures: pd.DataFrame, by: str = "recipe") -> pd.DataFrame:
+    """One row per task and ``by`` value (a recipe over its seeds): the mean of the rule's figures, ``seeds`` (how
+    many runs) and ``runs`` (their index labels, comma-separated); indexed by the ``by`` value."""
+    columns = ["val_acc", "val_auc", *PROXIES]
+    missing = [c for c in ("task", by, *columns) if c not in figures]
+    if missing:
+        raise ValueError(f"figures lack the columns {missing}")
+    numeric = figures[columns].astype(float)
+    grouped = numeric.groupby([figures["task"], figures[by]], sort=False)
+    means = grouped.mean()
+    means["seeds"] = grouped.size()
+    means["runs"] = pd.Series(figures.index, index=figures.index).groupby(
+        [figures["task"], figures[by]], sort=False).agg(", ".join)
+    return means.reset_index(level="task").rename_axis(by)
 
 
 def decide_between_finalists(means: pd.DataFrame, task: str) -> str:
