@@ -256,8 +256,10 @@ def _candidates() -> dict[str, dict[str, Any]]:
     from pneumoscope.training.config import resolve_config
     from pneumoscope.training.presets import preset_names
 
-    configs = {name: resolve_config(preset=name) for name in preset_names()}
-    configs |= {path.stem: resolve_config(path) for path in sorted(STUDY_CONFIGS.glob("*.yaml"))}
+    # the study's configs first: where a preset is the same recipe (``recommended`` is ``framing``), a run keeps
+    # the name it was compared under
+    configs = {path.stem: resolve_config(path) for path in sorted(STUDY_CONFIGS.glob("*.yaml"))}
+    configs |= {name: resolve_config(preset=name) for name in preset_names()}
     return {name: _leaves(config.model_dump(mode="json"), "") for name, config in configs.items()}
 
 

@@ -173,8 +173,8 @@ def make_config(config: TrainConfig | Mapping[str, Any] | str | Path | None = No
 
     Args:
         config: A ``TrainConfig``, a mapping of sections (as in a YAML config file) or the path of a YAML file.
-        preset: ``recommended`` (default), ``plain`` or ``strong``; default: the config's ``preset`` key. A
-            ``TrainConfig`` keeps its own.
+        preset: ``recommended`` (default), ``standardised``, ``plain`` or ``strong``; default: the config's
+            ``preset`` key. A ``TrainConfig`` keeps its own.
         overrides: Sections applied last, e.g. ``{"trainer": {"epochs": 1}}``.
 
     Returns:

@@ -26,12 +26,23 @@ def write_yaml(tmp_path: Path, data: dict | str) -> Path:
     return path
 
 
-def test_default_is_recommended_preset_plain_augmentation_with_standardisation():
-    config, plain = resolve_config(), resolve_config(preset="plain")
+STUDY_CONFIGS = Path(__file__).resolve().parents[2] / "experiments" / "generalisation"
+
+
+def test_default_is_recommended_preset_standardised_with_framing_jitter():
+    config, standardised = resolve_config(), resolve_config(preset="standardised")
+    plain = resolve_config(preset="plain")
     assert config.preset == "recommended"
-    assert config.model.standardize is True
-    assert config.augment == plain.augment and config.optim == plain.optim and config.balance == plain.balance
+    assert config.model.standardize is True and standardised.model.standardize is True
+    assert standardised.augment == plain.augment and config.optim == plain.optim and config.balance == plain.balance
+    assert config.augment.crop_scale == (0.85, 1.0) and config.augment.scale == (0.75, 1.15)
     assert config.augment.hflip is False and config.augment.vflip is False
+
+
+def test_recommended_is_the_recipe_the_generalisation_study_chose():
+    chosen = resolve_config(STUDY_CONFIGS / "framing.yaml")
+    assert chosen.preset == "standardised"  # the study's candidates are written over the recipe they were compared to
+    assert resolve_config().model_dump(exclude={"preset"}) == chosen.model_dump(exclude={"preset"})
 
 
 def test_strong_preset_is_the_photometric_and_geometric_recipe():

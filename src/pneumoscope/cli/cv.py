@@ -29,7 +29,7 @@ def cv_command(
                                                  "run again with the same --out to resume."),
     data: list[Path] = typer.Option(None, "--data", help="Data set folder or manifest (overrides data.paths)."),
     settings: list[str] = typer.Option(None, "--set", help="Any config key, e.g. --set trainer.epochs=1."),
-    preset: str = typer.Option(None, "--preset", help="Recipe: recommended (default), plain or strong."),
+    preset: str = typer.Option(None, "--preset", help="Recipe: recommended (default), standardised, plain or strong."),
     bootstrap: int = typer.Option(200, "--bootstrap", help="Bootstrap resamples for each fold's CIs."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars (log-friendly)."),
 ) -> None:

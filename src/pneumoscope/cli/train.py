@@ -132,7 +132,7 @@ def train_command(
     model: str = typer.Option(None, "--model", help="Registry name, e.g. efficientnet_lite0, resnet18, simple_cnn."),
     pretrained: bool = typer.Option(None, "--pretrained/--no-pretrained", help="ImageNet-pretrained backbone."),
     weights: Path = typer.Option(None, "--weights", help="Local pretrained-weights file for the backbone."),
-    preset: str = typer.Option(None, "--preset", help="Recipe: recommended (default), plain or strong."),
+    preset: str = typer.Option(None, "--preset", help="Recipe: recommended (default), standardised, plain or strong."),
     config: Path = typer.Option(None, "--config", help="YAML config (applied over the preset)."),
     image_size: int = typer.Option(None, "--image-size", help="Side of the square input, pixels."),
     epochs: int = typer.Option(None, "--epochs"),
