@@ -22,9 +22,9 @@ predicted as the mean of N views (``pneumoscope predict --tta``; the stored thre
 folders (trained on the same split) as the mean of their calibrated probabilities, at a Youden threshold chosen on the
 ensemble's validation probabilities; such variants need ``--out DIR`` (written to ``DIR/generalisation``).
 ``table`` gathers several runs or variants into one table (CSV and Markdown); ``rank`` applies the full-size study's
-selection rule (``pneumoscope.metrics.ranking``) to them, ``decide`` its third step to the finalists' runs and
-their variants (seed means per recipe; with ``--docs`` also written between the file's ``DECISION_TABLE``
-markers); ``record`` copies the small files of evaluated runs (config, summary,
+selection rule (``pneumoscope.metrics.ranking``) to them, ``decide`` its third and fourth steps to the finalists' runs
+and their variants (seed means per recipe: the recipe chosen and the model shipped; with ``--docs`` also written
+between the file's ``DECISION_TABLE`` markers); ``record`` copies the small files of evaluated runs (config, summary,
 metrics, results, stress table) into a folder kept in the repository, from which ``table``, ``rank`` and ``docs``
 work as from the run folders. Models are read with ``inference.Predictor`` (the same preprocessing as predict);
 the proxies and the stress test are ``pneumoscope.robustness``'s.
@@ -458,20 +458,22 @@ def _between_markers(text: str, name: str, body: str, markdown: Path) -> str:
     return head + begin + "\n" + body + "\n" + end + rest.split(end, 1)[1]
 
 
-def decision_table(run_dirs: list[Path]) -> tuple[pd.DataFrame, dict[str, str]]:
+def decision_table(run_dirs: list[Path]) -> tuple[pd.DataFrame, dict[str, tuple[str, str]]]:
     """The rule's third and fourth steps: the finalists' runs (and their variants, ensembles or TTA) as seed means
-    per recipe, ranked; per task the recipe chosen between the finalists (variants rank beside them, not in it)."""
+    per recipe, ranked. Per task: the recipe chosen between the finalists (``chosen``; variants are no recipe) and
+    what is shipped (``shipped``: the same decision over the finalists and their variants)."""
     means = seed_means(table(run_dirs).set_index("run"))
-    parts, chosen = [], {}
+    parts, decided = [], {}
     for task, rows in means.groupby("task", sort=False):
         scored = score_runs(rows, task)
         recipes = rows.loc[[name in _candidates() for name in rows.index]]
-        chosen[task] = decide_between_finalists(recipes, task)
-        scored["chosen"] = scored.index == chosen[task]
+        decided[task] = (decide_between_finalists(recipes, task), decide_between_finalists(rows, task))
+        scored["chosen"] = scored.index == decided[task][0]
+        scored["shipped"] = scored.index == decided[task][1]
         parts.append(scored)
     keep = ["task", "seeds", "runs", "val_acc", "val_auc", *PROXIES, "eligible", *(f"rank_{c}" for c in PROXIES),
-            "score", "place", "chosen"]
-    return pd.concat(parts)[keep].reset_index(), chosen
+            "score", "place", "chosen", "shipped"]
+    return pd.concat(parts)[keep].reset_index(), decided
 
 
 RESULT_FILES = (f"{OUT_DIR}/results.json", f"{OUT_DIR}/stress.csv")
@@ -502,9 +504,21 @@ def record(run_dirs: list[Path], dest: Path) -> list[Path]:
     return written
 
 
+def _as_preset(name: str) -> str:
+    """A study recipe's name, with the preset that is the same recipe (``framing`` is ``recommended``)."""
+    from pneumoscope.training.presets import preset_names
+
+    def levers(recipe_name: str) -> dict[str, Any]:
+        values = _candidates().get(recipe_name, {})
+        return {key: value for key, value in values.items() if key.split(".")[0] in RECIPE_SECTIONS}
+
+    same = [p for p in preset_names() if p != name and levers(name) and levers(p) == levers(name)]
+    return f"`{name}`" + (f" (the preset `{same[0]}`)" if same else "")
+
+
 def _how_trained(config: dict[str, Any]) -> str:
     return (f"{config['model']['name']} ImageNet-pretrained, {config['data']['image_size']} px input, "
-            f"{config['trainer']['epochs']} epochs, recipe `{recipe(config)}`, seed {config['seed']}")
+            f"{config['trainer']['epochs']} epochs, recipe {_as_preset(recipe(config))}, seed {config['seed']}")
 
 
 def _training_note(run_dir: Path) -> str:
@@ -611,8 +625,8 @@ def main() -> None:
                                     args.docs)
             args.docs.write_text(body, encoding="utf-8")
         print(text)
-        for task, name in chosen.items():
-            print(f"{task}: the rule chooses `{name}`")
+        for task, (recipe_name, shipped) in chosen.items():
+            print(f"{task}: the rule chooses the recipe `{recipe_name}` and ships `{shipped}`")
     elif args.command == "record":
         for folder in record(args.run_dirs, args.dest):
             print(f"recorded {folder}")

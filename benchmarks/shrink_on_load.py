@@ -22,7 +22,7 @@ from pneumoscope.inference.loading import load_predictor
 from pneumoscope.inference.sources import load_input
 from pneumoscope.paths import data_root
 
-BUNDLED = ("kermany-binary", "kermany-binary-224", "kermany-3class")
+BUNDLED = ("kermany-binary", "kermany-binary-fast", "kermany-3class")
 
 
 def full_resolution_jpegs() -> list[Path]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -137,3 +138,21 @@ def test_model_card_config_shows_no_path_of_the_training_machine(tmp_path, monke
     shown = bundled.shareable_config(config)
     assert str(tmp_path) not in shown and "/elsewhere" not in shown
     assert "<data>/chest_xray" in shown and "site_b" in shown and "image_size: 224" in shown
+
+
+def test_an_ensemble_card_shows_each_members_training_configuration(tmp_path) -> None:
+    members = []
+    for name, seed in (("run_a", 1), ("run_b", 2)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.yaml").write_text(f"preset: plain\nseed: {seed}\n", encoding="utf-8")
+        members.append(str(tmp_path / name))
+    ensemble = tmp_path / "ensemble"
+    ensemble.mkdir()
+    (ensemble / "config.yaml").write_text("preset: plain\nseed: 1\n", encoding="utf-8")  # the first member's
+    (ensemble / "summary.json").write_text(json.dumps({"model": "ensemble", "members": members}), encoding="utf-8")
+    meta = {"classes": ["normal", "pneumonia"], "task": "binary", "architecture": "mean_probability_ensemble"}
+    card = bundled.render_model_card(meta, "pair", ensemble)
+    assert "### member `run_a`" in card and "### member `run_b`" in card
+    assert "seed: 1" in card and "seed: 2" in card
+    shutil.rmtree(tmp_path / "run_b")  # a member no longer at hand: the folder's own config, no member titles
+    assert "### member" not in bundled.render_model_card(meta, "pair", ensemble)

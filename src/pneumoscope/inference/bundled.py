@@ -185,10 +185,8 @@ def render_model_card(meta: dict, name: str, run_dir: Path | None = None, evalua
     import json
 
     classes = ", ".join(meta.get("classes", []))
-    config_text = ""
+    configs = _training_configs(run_dir) if run_dir is not None else []
     data_lines = ["(the run folder's manifest.csv was not available: see the training configuration)"]
-    if run_dir is not None and (run_dir / "config.yaml").is_file():
-        config_text = shareable_config(run_dir / "config.yaml")
     if run_dir is not None and (run_dir / "manifest.csv").is_file():
         import pandas as pd
 
@@ -234,10 +232,26 @@ def render_model_card(meta: dict, name: str, run_dir: Path | None = None, evalua
         "- Labels in the source data are imperfect (image-level, from clinical records).",
         *[f"- {note}" for note in notes or []],
     ]
-    if config_text:
-        lines += ["", "## Training configuration", "```yaml", config_text.rstrip(), "```"]
+    if configs:
+        lines += ["", "## Training configuration", "",
+                  "Every value as trained; `preset` names the preset the run started from, as it was defined then."]
+        for title, path in configs:
+            lines += (["", f"### {title}"] if title else []) + ["", "```yaml", shareable_config(path).rstrip(), "```"]
     lines += ["", f"Pneumoscope version: {meta.get('pneumoscope_version')}", ""]
     return "\n".join(lines)
+
+
+def _training_configs(run_dir: Path) -> list[tuple[str, Path]]:
+    """The config files a card shows: each member's for an ensemble whose member runs are at hand (its own
+    config.yaml is its first member's), else the run's own; titled by member."""
+    import json
+
+    summary = run_dir / "summary.json"
+    members = (json.loads(summary.read_text()).get("members") or []) if summary.is_file() else []
+    member_configs = [Path(m) / "config.yaml" for m in members]
+    if members and all(path.is_file() for path in member_configs):
+        return [(f"member `{path.parent.name}`", path) for path in member_configs]
+    return [("", run_dir / "config.yaml")] if (run_dir / "config.yaml").is_file() else []
 
 
 def install_bundled(
