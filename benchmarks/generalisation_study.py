@@ -596,7 +596,8 @@ def main() -> None:
     rk = sub.add_parser("rank", help="the full-size study's selection rule")
     rk.add_argument("run_dirs", type=Path, nargs="+")
     rk.add_argument("--csv", type=Path)
-    de = sub.add_parser("decide", help="the rule's third step: the finalists' seed means and the chosen recipe")
+    de = sub.add_parser("decide", help="the rule's third and fourth steps: the finalists' seed means, the recipe "
+                                       "chosen and the model shipped")
     de.add_argument("run_dirs", type=Path, nargs="+")
     de.add_argument("--docs", type=Path, help="also write the table between this Markdown file's markers")
     de.add_argument("--prefix", default="", help="marker prefix of --docs (FULLSIZE_)")
@@ -618,14 +619,14 @@ def main() -> None:
             ranked.to_csv(args.csv, index=False)
         print(_markdown(ranked))
     elif args.command == "decide":
-        decided, chosen = decision_table(args.run_dirs)
-        text = _markdown(decided.rename(columns={"res_mean_abs_dp": "res_\\|Δp\\|"}))
+        ranked, decisions = decision_table(args.run_dirs)
+        text = _markdown(ranked.rename(columns={"res_mean_abs_dp": "res_\\|Δp\\|"}))
         if args.docs:
             body = _between_markers(args.docs.read_text(encoding="utf-8"), args.prefix + "DECISION_TABLE", text,
                                     args.docs)
             args.docs.write_text(body, encoding="utf-8")
         print(text)
-        for task, (recipe_name, shipped) in chosen.items():
+        for task, (recipe_name, shipped) in decisions.items():
             print(f"{task}: the rule chooses the recipe `{recipe_name}` and ships `{shipped}`")
     elif args.command == "record":
         for folder in record(args.run_dirs, args.dest):
