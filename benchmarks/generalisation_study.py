@@ -263,15 +263,19 @@ def _candidates() -> dict[str, dict[str, Any]]:
     return {name: _leaves(config.model_dump(mode="json"), "") for name, config in configs.items()}
 
 
+def _recipe_levers(name: str) -> dict[str, Any]:
+    """Candidate ``name``'s values of the sections that make a recipe (``RECIPE_SECTIONS``)."""
+    return {key: value for key, value in _candidates()[name].items() if key.split(".")[0] in RECIPE_SECTIONS}
+
+
 def recipe(run_config: dict[str, Any]) -> str:
     """The recipe (a preset or a study config, resolved today) whose values a run's config matches, plus the keys
     where it differs: the name the run was trained under may since have changed meaning (``recommended`` did,
     docs/GENERALISATION.md)."""
     config = _leaves(run_config)
     best = None
-    for name, values in _candidates().items():
-        wanted = {key: value for key, value in values.items() if key.split(".")[0] in RECIPE_SECTIONS}
-        diff = [f"{key}={config.get(key)}" for key, value in wanted.items()
+    for name in _candidates():
+        diff = [f"{key}={config.get(key)}" for key, value in _recipe_levers(name).items()
                 if key in config and config[key] != value]
         if best is None or len(diff) < len(best[1]):
             best = (name, diff)
@@ -508,11 +512,10 @@ def _as_preset(name: str) -> str:
     """A study recipe's name, with the preset that is the same recipe (``framing`` is ``recommended``)."""
     from pneumoscope.training.presets import preset_names
 
-    def levers(recipe_name: str) -> dict[str, Any]:
-        values = _candidates().get(recipe_name, {})
-        return {key: value for key, value in values.items() if key.split(".")[0] in RECIPE_SECTIONS}
-
-    same = [p for p in preset_names() if p != name and levers(name) and levers(p) == levers(name)]
+    if name not in _candidates():  # "X but key=value": no preset is that recipe
+        return f"`{name}`"
+    levers = _recipe_levers(name)
+    same = [p for p in preset_names() if p != name and _recipe_levers(p) == levers]
     return f"`{name}`" + (f" (the preset `{same[0]}`)" if same else "")
 
 

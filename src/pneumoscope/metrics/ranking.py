@@ -63,12 +63,11 @@ def seed_means(figures: pd.DataFrame, by: str = "recipe") -> pd.DataFrame:
     missing = [c for c in ("task", by, *columns) if c not in figures]
     if missing:
         raise ValueError(f"figures lack the columns {missing}")
-    numeric = figures[columns].astype(float)
-    grouped = numeric.groupby([figures["task"], figures[by]], sort=False)
+    keys = [figures["task"], figures[by]]
+    grouped = figures[columns].astype(float).groupby(keys, sort=False)
     means = grouped.mean()
     means["seeds"] = grouped.size()
-    means["runs"] = pd.Series(figures.index, index=figures.index).groupby(
-        [figures["task"], figures[by]], sort=False).agg(", ".join)
+    means["runs"] = figures.index.to_series().groupby(keys, sort=False).agg(", ".join)
     return means.reset_index(level="task").rename_axis(by)
 
 
